@@ -1,0 +1,48 @@
+//! Drover's job model and its pure rules.
+//!
+//! Everything here is plain data and plain functions: no I/O, no clocks read
+//! behind the caller's back, no async. Every backend and every door (Rust API,
+//! HTTP API, CLI) shares these types, so a rule written here holds everywhere.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`id`] | job ids (caller-supplied or time-ordered) and lease tokens |
+//! | [`time`] | [`Timestamp`] and the injectable [`Clock`] |
+//! | [`state`] | [`JobState`] and which transitions it allows |
+//! | [`backoff`] | [`Backoff`] policies and the delay before a retry |
+//! | [`spec`] | [`JobSpec`]: what a caller asks to enqueue |
+//! | [`job`] | [`Job`]: the stored record, attempts, logs, progress, errors |
+//! | [`failure`] | what a failed, timed-out or stalled attempt leads to |
+//! | [`queue`] | per-queue configuration |
+//! | [`event`] | lifecycle and handler-defined events |
+//!
+//! ```
+//! use drover_core::{Backoff, JobSpec};
+//! use serde_json::json;
+//!
+//! let spec = JobSpec::new("emails", "send_welcome")
+//!     .payload(json!({"user_id": 7}))
+//!     .attempts(5)
+//!     .backoff(Backoff::exponential(1_000));
+//! assert_eq!(spec.max_attempts, 5);
+//! ```
+
+pub mod backoff;
+pub mod event;
+pub mod failure;
+pub mod id;
+pub mod job;
+pub mod queue;
+pub mod spec;
+pub mod state;
+pub mod time;
+
+pub use backoff::{Backoff, BackoffKind};
+pub use event::{Event, EventKind};
+pub use failure::{FailureDecision, FailureReport, StallDecision, decide_failure, decide_stall};
+pub use id::{JobId, LeaseToken};
+pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
+pub use queue::{QueueConfig, RateLimit, Retention, RetentionRule};
+pub use spec::{JobSpec, SpecError};
+pub use state::JobState;
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -1,0 +1,187 @@
+//! The storage seam of Drover: the [`Store`] trait that every backend
+//! implements, its parameter and result types, [`StoreError`], and (behind
+//! the `testsuite` feature) the conformance suite every backend must pass.
+//!
+//! Methods are named noun-first (`job_insert_many`, `job_claim`,
+//! `queue_pause`) so that related operations sort together, and each takes
+//! one params struct or a plain id. Every mutation is durable when it
+//! returns, and its events are published after the commit.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`error`] | [`StoreError`] |
+//! | [`params`] | params and result structs of the trait's methods |
+//! | [`signal`] | the ready signal that wakes fetchers, and the event bus |
+//! | `testsuite` | the conformance suite (feature `testsuite`) |
+
+pub mod error;
+pub mod params;
+pub mod signal;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use error::{StoreError, StoreResult};
+pub use params::*;
+pub use signal::{EventBus, PendingEvent, ReadySignal};
+
+use async_trait::async_trait;
+use drover_core::{Event, Job, JobId, QueueConfig, Timestamp};
+use tokio::sync::{broadcast, watch};
+
+/// Where Drover keeps every job. Implementations: `drover-sqlite` (embedded)
+/// and, later, `drover-postgres`. Both must pass the conformance suite.
+///
+/// Unless a method says otherwise, errors are [`StoreError::Unavailable`] /
+/// [`StoreError::Backend`] when the backend itself fails, and
+/// [`StoreError::Closed`] after the store was closed.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The time as this store sees it (its injected clock).
+    fn now(&self) -> Timestamp;
+
+    /// Inserts jobs in one transaction: all or nothing.
+    ///
+    /// A spec whose `id` already exists (in the store, or earlier in the same
+    /// call) is not inserted again: the existing job is returned with
+    /// `duplicate: true` and is left unchanged. Results are in input order.
+    /// A job is `delayed` when its first `run_at` is after now, else
+    /// `waiting`.
+    ///
+    /// Errors: [`StoreError::Invalid`] when a spec fails
+    /// [`drover_core::JobSpec::validate`] (nothing is inserted).
+    /// Events: `job:waiting` or `job:delayed` per inserted job.
+    async fn job_insert_many(&self, specs: Vec<drover_core::JobSpec>) -> StoreResult<Vec<Inserted>>;
+
+    /// One job with its attempt history, or `None`.
+    async fn job_get(&self, id: &JobId) -> StoreResult<Option<Job>>;
+
+    /// Jobs matching the filters, newest first, one page at a time.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a cursor this store did not issue.
+    async fn job_list(&self, params: JobListParams) -> StoreResult<JobPage>;
+
+    /// Claims up to `max` ready jobs from `queues` for one worker.
+    ///
+    /// First promotes `delayed` jobs whose `run_at` has passed to `waiting`.
+    /// Then takes `waiting` jobs of queues that are not paused, ordered by
+    /// priority (lower first), then `run_at`, then enqueue order, across all
+    /// the given queues. Each becomes `active` with a fresh lease token,
+    /// `lease_expires_at = now + lease_ms`, `started_at = now`, the worker id,
+    /// and `attempts_made + 1`. No job is handed to two claimers.
+    ///
+    /// Events: `job:waiting` per promoted job, `job:active` per claimed job.
+    async fn job_claim(&self, params: JobClaimParams) -> StoreResult<Vec<ClaimedJob>>;
+
+    /// Extends leases and optionally records progress, one entry per job.
+    ///
+    /// Per item: [`StoreError::LeaseLost`] when the job is not active under
+    /// that token; the other items still apply.
+    /// Events: `job:progress` for items that carry progress.
+    async fn job_heartbeat_many(&self, beats: Vec<JobHeartbeat>) -> StoreResult<Vec<StoreResult<HeartbeatReply>>>;
+
+    /// Records progress of an active job (lease required).
+    ///
+    /// Errors: [`StoreError::LeaseLost`], [`StoreError::NotFound`].
+    /// Events: `job:progress`.
+    async fn job_progress(&self, id: &JobId, lease_token: drover_core::LeaseToken, progress: drover_core::Progress) -> StoreResult<()>;
+
+    /// Appends a line to an active job's log (lease required).
+    ///
+    /// Errors: [`StoreError::LeaseLost`], [`StoreError::NotFound`].
+    async fn job_log_append(&self, params: JobLogAppend) -> StoreResult<()>;
+
+    /// A job's log lines, oldest first, up to `limit` after `after` lines.
+    ///
+    /// Errors: [`StoreError::NotFound`] when the job does not exist.
+    async fn job_log_list(&self, id: &JobId, after: u64, limit: u32) -> StoreResult<Vec<drover_core::LogEntry>>;
+
+    /// Publishes a handler-defined event for an active job (lease required).
+    ///
+    /// Errors: [`StoreError::LeaseLost`], [`StoreError::NotFound`],
+    /// [`StoreError::Invalid`] for a reserved or malformed type.
+    /// Events: the custom event itself.
+    async fn job_event_emit(&self, params: JobEventEmit) -> StoreResult<()>;
+
+    /// Ends attempts: completions and failures, in one transaction.
+    ///
+    /// Per item: [`StoreError::LeaseLost`] when the job is not active under
+    /// that token (nothing changes for that item; the others apply).
+    /// A completion makes the job `completed` with its result (or
+    /// `cancelled`, keeping the result, when a cancel was requested). A
+    /// failure follows [`drover_core::decide_failure`]: `delayed` for a retry
+    /// or a rate-limit deferral (which hands the attempt back:
+    /// `attempts_made - 1`), else `failed` (or `cancelled` when a cancel was
+    /// requested). Every item appends one attempt to the history.
+    ///
+    /// Events: `job:completed`, `job:retrying`, `job:failed` or
+    /// `job:cancelled` per item.
+    async fn job_finish_many(&self, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>>;
+
+    /// Cancels a job.
+    ///
+    /// `waiting`, `delayed` and `waiting-children` jobs become `cancelled` at
+    /// once; an `active` job gets `cancel_requested` (its worker learns it
+    /// from the heartbeat reply and the `job:cancel_requested` event) and
+    /// ends `cancelled` when its worker reports back or its lease runs out.
+    ///
+    /// Errors: [`StoreError::NotFound`]; [`StoreError::InvalidState`] when
+    /// the job already finished.
+    /// Events: `job:cancelled` or `job:cancel_requested`.
+    async fn job_cancel(&self, id: &JobId) -> StoreResult<CancelOutcome>;
+
+    /// Manual retry: a `failed` or `cancelled` job goes back to `waiting`
+    /// with a fresh attempt budget (`max_attempts` raised by the job's
+    /// original budget), its error and stalls cleared, its history kept.
+    ///
+    /// Errors: [`StoreError::NotFound`]; [`StoreError::InvalidState`] for any
+    /// other state.
+    /// Events: `job:waiting`.
+    async fn job_retry(&self, id: &JobId) -> StoreResult<Job>;
+
+    /// Rescues active jobs whose lease has expired, following
+    /// [`drover_core::decide_stall`]: back to `waiting` (the attempt handed
+    /// back), `failed` with error code `stalled`, or `cancelled` when a cancel
+    /// was requested. Each appends a `stalled` attempt to the history.
+    ///
+    /// Events: `job:stalled` per job, then `job:waiting`, `job:failed` or
+    /// `job:cancelled`.
+    async fn job_rescue_expired(&self) -> StoreResult<RescueReport>;
+
+    /// Promotes `delayed` jobs whose `run_at` has passed to `waiting` and
+    /// returns how many moved. (Claims do this too; the maintenance loop
+    /// calls it so that states and events stay true without claimers.)
+    ///
+    /// Events: `job:waiting` per promoted job.
+    async fn job_promote_due(&self) -> StoreResult<u64>;
+
+    /// The earliest `run_at` of a `delayed` job in `queues` (all queues when
+    /// empty): when a fetcher with nothing to do should look again.
+    async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>>;
+
+    /// Every known queue (configured, or holding jobs) with its counts per
+    /// state, sorted by name.
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
+
+    /// One queue; a queue never configured and holding no job is returned
+    /// with zero counts and the default config.
+    async fn queue_get(&self, name: &str) -> StoreResult<QueueInfo>;
+
+    /// Replaces a queue's config.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad queue name.
+    async fn queue_config_set(&self, name: &str, config: QueueConfig) -> StoreResult<QueueInfo>;
+
+    /// Pauses (true) or resumes (false) a queue. A paused queue keeps its jobs
+    /// `waiting` and hands none out; active jobs run on.
+    ///
+    /// Events: `queue:paused` or `queue:resumed` when the flag changed.
+    async fn queue_pause_set(&self, name: &str, paused: bool) -> StoreResult<QueueInfo>;
+
+    /// A watch that changes whenever jobs may have become claimable (insert,
+    /// retry, re-queue, promotion, resume). Mark it seen before claiming and
+    /// wait for a change after an empty claim: no wake-up is lost.
+    fn ready_signal(&self) -> watch::Receiver<u64>;
+
+    /// Every event this store publishes from now on.
+    fn events(&self) -> broadcast::Receiver<Event>;
+}

@@ -1,0 +1,253 @@
+//! Params and result structs of the [`crate::Store`] methods.
+
+use drover_core::{FailureReport, Job, JobId, JobState, LeaseToken, LogLevel, Progress, QueueConfig, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The largest page a list returns.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// One result of [`crate::Store::job_insert_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inserted {
+    /// The job as stored (the existing one for a duplicate).
+    pub job: Job,
+    /// True when a job with that id already existed and nothing was inserted.
+    pub duplicate: bool,
+}
+
+/// Filters and paging of [`crate::Store::job_list`]. `None` filters match all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobListParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this job type.
+    pub name: Option<String>,
+    /// Only this batch.
+    pub batch_id: Option<String>,
+    /// Only children of this job.
+    pub parent_id: Option<JobId>,
+    /// Page size, 1..=[`MAX_PAGE`] (0 means 50).
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub cursor: Option<String>,
+}
+
+/// One page of jobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPage {
+    /// Jobs, newest first, without attempt history.
+    pub items: Vec<Job>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What [`crate::Store::job_claim`] needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobClaimParams {
+    /// Queues to take from.
+    pub queues: Vec<String>,
+    /// Who is claiming (recorded on the job and its attempt).
+    pub worker_id: String,
+    /// Most jobs to hand out.
+    pub max: u32,
+    /// How long the lease lasts without a heartbeat.
+    pub lease_ms: u64,
+}
+
+/// A job handed to a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedJob {
+    /// The job, now `active` (no attempt history).
+    pub job: Job,
+    /// The lease to present on every report about this attempt.
+    pub lease_token: LeaseToken,
+    /// When the lease runs out without a heartbeat.
+    pub lease_expires_at: Timestamp,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+}
+
+/// One item of [`crate::Store::job_heartbeat_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobHeartbeat {
+    /// The job.
+    pub id: JobId,
+    /// Its lease.
+    pub lease_token: LeaseToken,
+    /// The lease is extended to now + this.
+    pub lease_ms: u64,
+    /// Progress to record with the beat.
+    pub progress: Option<Progress>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The new expiry.
+    pub lease_expires_at: Timestamp,
+    /// The job should stop: a cancel was requested.
+    pub cancel_requested: bool,
+}
+
+/// What [`crate::Store::job_log_append`] needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobLogAppend {
+    /// The job.
+    pub id: JobId,
+    /// Its lease.
+    pub lease_token: LeaseToken,
+    /// Severity.
+    pub level: LogLevel,
+    /// The line.
+    pub message: String,
+    /// Structured context.
+    pub metadata: Value,
+}
+
+/// What [`crate::Store::job_event_emit`] needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEventEmit {
+    /// The job.
+    pub id: JobId,
+    /// Its lease.
+    pub lease_token: LeaseToken,
+    /// The event type, e.g. `lead:add`.
+    pub kind: String,
+    /// Its data.
+    pub data: Value,
+}
+
+/// How an attempt ended, as reported by its worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FinishOutcome {
+    /// Success, with the handler's result.
+    Complete(Value),
+    /// Failure.
+    Fail(FailureReport),
+}
+
+/// One item of [`crate::Store::job_finish_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobFinish {
+    /// The job.
+    pub id: JobId,
+    /// Its lease.
+    pub lease_token: LeaseToken,
+    /// How the attempt ended.
+    pub outcome: FinishOutcome,
+}
+
+/// Where a finished attempt left its job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// The job's new state.
+    pub state: JobState,
+    /// When it runs next, if it was sent back to `delayed`.
+    pub run_at: Option<Timestamp>,
+}
+
+/// What [`crate::Store::job_cancel`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelOutcome {
+    /// The job was not running and is now `cancelled`.
+    Cancelled(Job),
+    /// The job is running; its handler is being told (`cancel_requested`).
+    Requested(Job),
+}
+
+impl CancelOutcome {
+    /// The job after the cancel.
+    pub fn job(&self) -> &Job {
+        match self {
+            CancelOutcome::Cancelled(job) | CancelOutcome::Requested(job) => job,
+        }
+    }
+}
+
+/// What [`crate::Store::job_rescue_expired`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Jobs sent back to `waiting`.
+    pub requeued: Vec<JobId>,
+    /// Jobs failed for good (too many stalls).
+    pub failed: Vec<JobId>,
+    /// Jobs cancelled (a cancel had been requested).
+    pub cancelled: Vec<JobId>,
+}
+
+impl RescueReport {
+    /// How many jobs were rescued in all.
+    pub fn total(&self) -> usize {
+        self.requeued.len() + self.failed.len() + self.cancelled.len()
+    }
+}
+
+/// Jobs per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// `waiting`.
+    pub waiting: u64,
+    /// `delayed`.
+    pub delayed: u64,
+    /// `waiting-children`.
+    #[serde(rename = "waiting-children")]
+    pub waiting_children: u64,
+    /// `active`.
+    pub active: u64,
+    /// `completed`.
+    pub completed: u64,
+    /// `failed`.
+    pub failed: u64,
+    /// `cancelled`.
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    /// The count for one state.
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Waiting => self.waiting,
+            JobState::Delayed => self.delayed,
+            JobState::WaitingChildren => self.waiting_children,
+            JobState::Active => self.active,
+            JobState::Completed => self.completed,
+            JobState::Failed => self.failed,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Adds `n` to one state's count.
+    pub fn add(&mut self, state: JobState, n: u64) {
+        let slot = match state {
+            JobState::Waiting => &mut self.waiting,
+            JobState::Delayed => &mut self.delayed,
+            JobState::WaitingChildren => &mut self.waiting_children,
+            JobState::Active => &mut self.active,
+            JobState::Completed => &mut self.completed,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+
+    /// Jobs in all states.
+    pub fn total(&self) -> u64 {
+        JobState::ALL.into_iter().map(|s| self.get(s)).sum()
+    }
+}
+
+/// A queue with its settings and counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// True while it hands out no jobs.
+    pub paused: bool,
+    /// Its settings.
+    pub config: QueueConfig,
+    /// Jobs per state.
+    pub counts: StateCounts,
+}

@@ -1,0 +1,123 @@
+//! The store conformance suite: one behaviour per case, run against every
+//! backend so that a behaviour only one backend has is caught as a bug.
+//!
+//! A backend's test file defines a factory and calls the macro once:
+//!
+//! ```ignore
+//! async fn make_store(clock: drover_core::ManualClock) -> drover_store::testsuite::TestStore {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = MyStore::open(dir.path(), clock.clone()).await.unwrap();
+//!     TestStore::new(store, clock, dir)
+//! }
+//! drover_store::conformance_suite!(crate::make_store);
+//! ```
+//!
+//! The macro expands to a module named `conformance` with one
+//! `#[tokio::test]` per case, so `cargo test conformance` runs exactly the
+//! suite and `cargo test conformance::claim_order_priority` runs one case.
+//! Cases move time with the [`ManualClock`] handed to the factory; none sleeps.
+
+pub mod cases;
+
+use crate::Store;
+use drover_core::{JobSpec, ManualClock, Timestamp};
+use futures::future::BoxFuture;
+use std::any::Any;
+use std::sync::Arc;
+
+/// A store under test, the clock it reads, and whatever must live as long as
+/// it (a temporary directory, a database schema guard).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Its clock; cases advance it.
+    pub clock: ManualClock,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl TestStore {
+    /// Bundles a store with its clock and a guard dropped after the store.
+    pub fn new(store: impl Store, clock: ManualClock, guard: impl Any + Send + Sync) -> Self {
+        Self { store: Arc::new(store), clock, _guard: Box::new(guard) }
+    }
+}
+
+/// A factory as the cases take it.
+pub type Factory = fn(ManualClock) -> BoxFuture<'static, TestStore>;
+
+/// The instant every case starts at: 2026-01-01T00:00:00Z.
+pub const START: Timestamp = Timestamp(1_767_225_600_000);
+
+/// A fresh store on a clock standing at [`START`].
+pub async fn fresh(make: Factory) -> TestStore {
+    make(ManualClock::new(START)).await
+}
+
+/// A minimal spec on queue `q`.
+pub fn spec(name: &str) -> JobSpec {
+    JobSpec::new("q", name)
+}
+
+/// Expands to the module `conformance`, one `#[tokio::test]` per case, for
+/// the factory at `$make` (a full path, e.g. `crate::make_store`, of an
+/// `async fn(ManualClock) -> TestStore`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        mod conformance {
+            $crate::conformance_cases!($make;
+                insert_then_get,
+                insert_many_is_all_or_nothing,
+                insert_idempotent_by_id,
+                list_filters_and_paginates,
+                claim_order_priority,
+                claim_order_run_at,
+                claim_order_fifo,
+                claim_respects_max_and_queues,
+                delayed_not_claimed_early,
+                paused_queue_hands_nothing_out,
+                no_double_claim_parallel,
+                lease_fencing_refuses_stale_token,
+                heartbeat_extends_lease,
+                progress_and_logs,
+                custom_event_emit,
+                complete_records_result_and_attempt,
+                retry_with_backoff_then_dead_letter,
+                non_retryable_failure,
+                rate_limited_failure_keeps_attempt,
+                stalled_lease_rescue,
+                stalled_beyond_max_stalls_fails,
+                cancel_waiting_and_delayed,
+                cancel_active,
+                cancel_finished_refused,
+                manual_retry_keeps_attempt_history,
+                retry_refused_unless_failed_or_cancelled,
+                queue_config_and_counts,
+                ready_signal_wakes_on_insert,
+                events_follow_lifecycle,
+            );
+        }
+    };
+}
+
+/// Expands each named case of [`cases`] into a `#[tokio::test]`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! conformance_cases {
+    ($make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testsuite::cases::$case(|clock| ::std::boxed::Box::pin($make(clock))).await;
+            }
+        )*
+    };
+}
+
+impl TestStore {
+    /// The clock's current time.
+    pub fn clock_now(&self) -> Timestamp {
+        use drover_core::Clock;
+        self.clock.now()
+    }
+}
