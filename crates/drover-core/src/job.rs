@@ -151,6 +151,8 @@ pub enum AttemptOutcome {
     RateLimited,
     /// The job was cancelled while it ran.
     Cancelled,
+    /// The worker shut down and handed the job back unfinished.
+    Released,
 }
 
 impl AttemptOutcome {
@@ -162,12 +164,13 @@ impl AttemptOutcome {
             AttemptOutcome::Stalled => "stalled",
             AttemptOutcome::RateLimited => "rate_limited",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Released => "released",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Completed, Self::Failed, Self::Stalled, Self::RateLimited, Self::Cancelled]
+        [Self::Completed, Self::Failed, Self::Stalled, Self::RateLimited, Self::Cancelled, Self::Released]
             .into_iter()
             .find(|o| o.as_str() == s)
     }

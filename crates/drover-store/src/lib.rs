@@ -111,10 +111,12 @@ pub trait Store: Send + Sync + 'static {
     /// failure follows [`drover_core::decide_failure`]: `delayed` for a retry
     /// or a rate-limit deferral (which hands the attempt back:
     /// `attempts_made - 1`), else `failed` (or `cancelled` when a cancel was
-    /// requested). Every item appends one attempt to the history.
+    /// requested). A release ([`FinishOutcome::Release`]) sends the job back
+    /// to `waiting` with the attempt handed back. Every item appends one
+    /// attempt to the history.
     ///
-    /// Events: `job:completed`, `job:retrying`, `job:failed` or
-    /// `job:cancelled` per item.
+    /// Events: `job:completed`, `job:retrying`, `job:failed`,
+    /// `job:cancelled` or `job:waiting` per item.
     async fn job_finish_many(&self, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>>;
 
     /// Cancels a job.

@@ -127,6 +127,11 @@ pub enum FinishOutcome {
     Complete(Value),
     /// Failure.
     Fail(FailureReport),
+    /// The worker hands the job back unfinished (graceful shutdown ran out
+    /// of time): the job goes back to `waiting` at once, the attempt handed
+    /// back (`attempts_made - 1`) and recorded with outcome `released` (or
+    /// `cancelled` when a cancel was requested).
+    Release,
 }
 
 /// One item of [`crate::Store::job_finish_many`].
