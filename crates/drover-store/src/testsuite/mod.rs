@@ -66,35 +66,68 @@ macro_rules! conformance_suite {
     ($make:path) => {
         mod conformance {
             $crate::conformance_cases!($make;
+                // insert.rs
                 insert_then_get,
+                insert_delayed_when_run_at_in_future,
                 insert_many_is_all_or_nothing,
                 insert_idempotent_by_id,
-                list_filters_and_paginates,
+                insert_duplicate_emits_nothing,
+                // list.rs
+                list_filters,
+                list_pages_newest_first,
+                list_refuses_garbage_cursor,
+                // claim.rs
+                claim_sets_lease_and_attempt,
                 claim_order_priority,
                 claim_order_run_at,
                 claim_order_fifo,
                 claim_respects_max_and_queues,
                 delayed_not_claimed_early,
+                promote_due_moves_due_jobs,
+                next_due_reports_earliest,
                 paused_queue_hands_nothing_out,
                 no_double_claim_parallel,
+                // lease.rs
                 lease_fencing_refuses_stale_token,
                 heartbeat_extends_lease,
+                heartbeat_many_per_item,
                 progress_and_logs,
                 custom_event_emit,
+                lease_calls_on_missing_job_not_found,
+                // finish.rs
                 complete_records_result_and_attempt,
+                finish_twice_refused,
+                finish_many_per_item,
                 retry_with_backoff_then_dead_letter,
+                retry_after_overrides_backoff,
                 non_retryable_failure,
                 rate_limited_failure_keeps_attempt,
+                release_hands_job_back,
+                release_of_cancel_requested_job_cancels,
+                // stall.rs
                 stalled_lease_rescue,
                 stalled_beyond_max_stalls_fails,
+                // cancel.rs
                 cancel_waiting_and_delayed,
                 cancel_active,
+                cancel_active_then_fail_ends_cancelled,
+                cancel_active_then_lease_expires,
                 cancel_finished_refused,
+                // retry.rs
                 manual_retry_keeps_attempt_history,
+                manual_retry_clears_stalls,
+                manual_retry_of_cancelled_job,
                 retry_refused_unless_failed_or_cancelled,
+                // queue.rs
                 queue_config_and_counts,
+                queue_config_refuses_bad_name,
+                queue_counts_per_state,
+                queue_list_sorted_with_counts,
+                // signal.rs
                 ready_signal_wakes_on_insert,
+                ready_signal_wakes_on_requeue,
                 events_follow_lifecycle,
+                events_follow_failure_path,
             );
         }
     };

@@ -1,0 +1,31 @@
+//! The cases of the conformance suite, one public async fn each, grouped by
+//! topic. Every case is re-exported here so that
+//! `$crate::testsuite::cases::NAME` resolves for [`crate::conformance_suite`].
+//!
+//! A case starts from [`super::fresh`], moves time only through the
+//! [`drover_core::ManualClock`], and waits on signals and events with a
+//! deadline, never a sleep.
+
+pub mod support;
+
+mod cancel;
+mod claim;
+mod finish;
+mod insert;
+mod lease;
+mod list;
+mod queue;
+mod retry;
+mod signal;
+mod stall;
+
+pub use cancel::*;
+pub use claim::*;
+pub use finish::*;
+pub use insert::*;
+pub use lease::*;
+pub use list::*;
+pub use queue::*;
+pub use retry::*;
+pub use signal::*;
+pub use stall::*;
