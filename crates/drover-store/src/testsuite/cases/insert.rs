@@ -12,6 +12,7 @@ use serde_json::json;
 pub async fn insert_then_get(make: Factory) {
     let t = fresh(make).await;
     let now = t.clock_now();
+    assert_eq!(t.store.now(), now, "the store reads the injected clock");
     let mut tags = serde_json::Map::new();
     tags.insert("team".into(), json!("growth"));
     let mut full = JobSpec::new("mail", "send_welcome")

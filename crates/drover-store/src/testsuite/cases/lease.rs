@@ -97,13 +97,15 @@ pub async fn heartbeat_extends_lease(make: Factory) {
 }
 
 /// One heartbeat call answers each beat on its own: a stale beat is refused
-/// while the others extend their leases and record their progress.
+/// while the others extend their leases and record their progress, with
+/// `job:progress` for accepted beats that carry progress only.
 pub async fn heartbeat_many_per_item(make: Factory) {
     let t = fresh(make).await;
     insert_all(&t, vec![spec("a"), spec("b")]).await;
     let [a, b]: [ClaimedJob; 2] = claim(&t, &["q"], 2).await.try_into().unwrap();
     advance_ms(&t, 100);
     let now = t.clock_now();
+    let mut events = t.store.events();
     let progress = Progress::Detailed { total: Some(1_000), processed: 250, failed: 3, message: Some("rows".into()) };
     let replies = t
         .store
@@ -120,6 +122,12 @@ pub async fn heartbeat_many_per_item(make: Factory) {
     assert_eq!(replies[2].as_ref().unwrap().lease_expires_at, now.plus_ms(7_000));
     assert_eq!(get(&t, &a.job.id).await.progress, progress);
     assert_eq!(get(&t, &b.job.id).await.progress, Progress::default(), "the stale beat's progress is dropped");
+    // Only the accepted beat that carries progress publishes `job:progress`.
+    let event = wait_event(&mut events, EventKind::Progress, Some(&a.job.id)).await;
+    assert_eq!(event.at, now);
+    t.store.job_event_emit(emit(&b.job.id, b.lease_token, "test:marker")).await.unwrap();
+    let next = next_event(&mut events).await;
+    assert_eq!(next.kind, EventKind::Custom("test:marker".into()), "no other event before the marker: {next:?}");
 }
 
 /// Progress and log lines of an active job are stored: progress replaces
