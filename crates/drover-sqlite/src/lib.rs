@@ -1,1 +1,383 @@
-//! placeholder
+//! Drover's embedded store: one SQLite file in WAL mode.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `writer` | the writer thread: group commit, savepoints, WAL checkpoints |
+//! | `reader` | the pool of read-only connections |
+//! | `schema` | pragmas (read back) and migrations (`migrations/*.sql`) |
+//! | `job_sql` | insert, heartbeat, progress, logs, events, cancel, retry |
+//! | `claim` | promotion of due jobs and claims |
+//! | `finish` | finishes and stall rescues, with the attempt history |
+//! | `job_query` | job reads: get, list, logs, next due time |
+//! | `queue_sql` | queue config, pause flag and counts |
+//! | `rows` | rows to model types |
+//! | `error` | SQLite errors to [`StoreError`] |
+//!
+//! Every mutation goes to a single writer thread, which applies all the
+//! mutations pending at once in one transaction and answers them after one
+//! fsync (group commit); reads use separate read-only connections.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use drover_core::JobSpec;
+//! use drover_sqlite::{SqliteOptions, SqliteStore};
+//! use drover_store::Store;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("drover.db"), SqliteOptions::default()).unwrap();
+//! let inserted = store.job_insert_many(vec![JobSpec::new("emails", "send")]).await.unwrap();
+//! assert!(store.job_get(&inserted[0].job.id).await.unwrap().is_some());
+//! store.close().await;
+//! # }
+//! ```
+
+mod claim;
+mod error;
+mod finish;
+mod job_query;
+mod job_sql;
+mod queue_sql;
+mod reader;
+mod rows;
+mod schema;
+mod writer;
+
+use async_trait::async_trait;
+use drover_core::{Clock, Event, EventKind, Job, JobId, JobSpec, LeaseToken, LogEntry, Progress, QueueConfig};
+use drover_core::{SystemClock, Timestamp};
+use drover_store::{
+    CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
+    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, ReadySignal, RescueReport, Store, StoreError,
+    StoreResult,
+};
+use error::SqlResultExt;
+use reader::Readers;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+use writer::{Command, Writer, WriterConfig};
+
+/// The file name used when [`SqliteStore::open`] is given a directory.
+pub const DEFAULT_FILE_NAME: &str = "drover.sqlite3";
+
+/// How hard SQLite works to make a commit survive a power cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: a commit that returned survives power
+    /// loss. The default.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: much faster; a power cut (not a crash of
+    /// the process) may lose the last commits, never corrupt the file.
+    Normal,
+}
+
+impl Synchronous {
+    /// The value of `PRAGMA synchronous`.
+    pub(crate) fn pragma_value(self) -> i64 {
+        match self {
+            Synchronous::Full => 2,
+            Synchronous::Normal => 1,
+        }
+    }
+}
+
+/// Settings of [`SqliteStore::open`]; start from `Default` and change fields.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Durability of each commit.
+    pub synchronous: Synchronous,
+    /// Where the store reads the time.
+    pub clock: Arc<dyn Clock>,
+    /// Read-only connections in the reader pool (at least 1).
+    pub readers: usize,
+    /// Most commands applied in one transaction.
+    pub max_batch: usize,
+    /// The writer truncates the WAL once it holds this many bytes (it
+    /// checkpoints well before, but readers can keep it from wrapping).
+    pub wal_limit_bytes: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            clock: Arc::new(SystemClock),
+            readers: 4,
+            max_batch: 2_048,
+            wal_limit_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The same options with another durability level.
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// The same options with another clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The same options with another reader pool size.
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// The same options with another group-commit batch limit.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// The same options with another WAL size limit.
+    pub fn wal_limit_bytes(mut self, bytes: u64) -> Self {
+        self.wal_limit_bytes = bytes;
+        self
+    }
+}
+
+/// Pragmas as the writer's connection reads them back (for diagnostics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlitePragmas {
+    /// `wal`.
+    pub journal_mode: String,
+    /// 2 for FULL, 1 for NORMAL.
+    pub synchronous: i64,
+    /// How long a connection waits on a lock.
+    pub busy_timeout_ms: i64,
+    /// 0: the writer checkpoints by itself.
+    pub wal_autocheckpoint: i64,
+    /// The schema version.
+    pub user_version: i64,
+}
+
+/// What the writer has done since the store opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions attempted (one per group commit).
+    pub batches: u64,
+    /// Commands applied in them.
+    pub commands: u64,
+    /// Batches whose `BEGIN` or `COMMIT` failed (every caller got the error).
+    pub failed_batches: u64,
+}
+
+/// The SQLite [`Store`]. See the crate docs for its design.
+pub struct SqliteStore {
+    /// The only path to the read-write connection.
+    writer: Writer,
+    /// Connections for reads.
+    readers: Arc<Readers>,
+    clock: Arc<dyn Clock>,
+    bus: Arc<EventBus>,
+    ready: Arc<ReadySignal>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date. Given an existing directory, uses
+    /// [`DEFAULT_FILE_NAME`] inside it; missing parent directories are created.
+    ///
+    /// Errors: [`StoreError::Backend`] when the file cannot be opened, a
+    /// pragma does not take (e.g. WAL on a network drive), or the schema is
+    /// newer than this build.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let mut path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            path.push(DEFAULT_FILE_NAME);
+        } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let conn = schema::open_writer(&path, options.synchronous, options.wal_limit_bytes)?;
+        // Readers open after the writer made the file WAL and migrated it.
+        let readers = Readers::open(path.clone(), options.readers)?;
+        let bus = Arc::new(EventBus::default());
+        let ready = Arc::new(ReadySignal::default());
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        let config = WriterConfig {
+            max_batch: options.max_batch,
+            wal_limit_bytes: options.wal_limit_bytes,
+            wal_path: wal_path.into(),
+        };
+        let writer = Writer::spawn(conn, options.clock.clone(), bus.clone(), ready.clone(), config)?;
+        Ok(Self { writer, readers, clock: options.clock, bus, ready, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Counters of the group-commit writer.
+    pub fn writer_stats(&self) -> WriterStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.writer.counters;
+        WriterStats {
+            batches: c.batches.load(Relaxed),
+            commands: c.commands.load(Relaxed),
+            failed_batches: c.failed_batches.load(Relaxed),
+        }
+    }
+
+    /// Reads back the writer connection's pragmas.
+    pub async fn pragmas(&self) -> StoreResult<SqlitePragmas> {
+        self.writer.call(|reply| Command::Pragmas { reply }).await
+    }
+
+    /// Applies every mutation already sent, stops the writer thread (after
+    /// a last WAL checkpoint) and closes the connections. Dropping the store
+    /// does the same, blocking the dropping thread while it does.
+    pub async fn close(self) {
+        let Self { mut writer, readers, .. } = self;
+        readers.close();
+        let joined = tokio::task::spawn_blocking(move || writer.shutdown()).await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "closing the SQLite writer failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn job_insert_many(&self, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jobs = job_sql::prepare_insert(specs)?;
+        self.writer.call(|reply| Command::JobInsert { jobs, reply }).await
+    }
+
+    async fn job_get(&self, id: &JobId) -> StoreResult<Option<Job>> {
+        let id = id.clone();
+        self.readers
+            .read(move |conn| {
+                // One snapshot for the job and its attempts.
+                let tx = conn.unchecked_transaction().db()?;
+                job_query::get(&tx, &id)
+            })
+            .await
+    }
+
+    async fn job_list(&self, params: JobListParams) -> StoreResult<JobPage> {
+        self.readers.read(move |conn| job_query::list(conn, &params)).await
+    }
+
+    async fn job_claim(&self, params: JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+        self.writer.call(|reply| Command::JobClaim { params, reply }).await
+    }
+
+    async fn job_heartbeat_many(&self, beats: Vec<JobHeartbeat>) -> StoreResult<Vec<StoreResult<HeartbeatReply>>> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.call(|reply| Command::JobHeartbeat { beats, reply }).await
+    }
+
+    async fn job_progress(&self, id: &JobId, lease_token: LeaseToken, progress: Progress) -> StoreResult<()> {
+        progress.validate().map_err(|m| StoreError::invalid("progress", m))?;
+        let id = id.clone();
+        self.writer.call(|reply| Command::JobProgress { id, lease_token, progress, reply }).await
+    }
+
+    async fn job_log_append(&self, params: JobLogAppend) -> StoreResult<()> {
+        self.writer.call(|reply| Command::JobLogAppend { params, reply }).await
+    }
+
+    async fn job_log_list(&self, id: &JobId, after: u64, limit: u32) -> StoreResult<Vec<LogEntry>> {
+        let id = id.clone();
+        self.readers.read(move |conn| job_query::log_list(conn, &id, after, limit)).await
+    }
+
+    async fn job_event_emit(&self, params: JobEventEmit) -> StoreResult<()> {
+        EventKind::validate_custom(&params.kind).map_err(|m| StoreError::invalid("type", m))?;
+        self.writer.call(|reply| Command::JobEventEmit { params, reply }).await
+    }
+
+    async fn job_finish_many(&self, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.call(|reply| Command::JobFinish { items, reply }).await
+    }
+
+    async fn job_cancel(&self, id: &JobId) -> StoreResult<CancelOutcome> {
+        let id = id.clone();
+        self.writer.call(|reply| Command::JobCancel { id, reply }).await
+    }
+
+    async fn job_retry(&self, id: &JobId) -> StoreResult<Job> {
+        let id = id.clone();
+        self.writer.call(|reply| Command::JobRetry { id, reply }).await
+    }
+
+    async fn job_rescue_expired(&self) -> StoreResult<RescueReport> {
+        self.writer.call(|reply| Command::JobRescue { reply }).await
+    }
+
+    async fn job_promote_due(&self) -> StoreResult<u64> {
+        self.writer.call(|reply| Command::JobPromote { reply }).await
+    }
+
+    async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
+        let queues = queues.to_vec();
+        self.readers.read(move |conn| job_query::next_due(conn, &queues)).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        self.readers
+            .read(|conn| {
+                let tx = conn.unchecked_transaction().db()?;
+                queue_sql::list(&tx)
+            })
+            .await
+    }
+
+    async fn queue_get(&self, name: &str) -> StoreResult<QueueInfo> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction().db()?;
+                queue_sql::get(&tx, &name)
+            })
+            .await
+    }
+
+    async fn queue_config_set(&self, name: &str, config: QueueConfig) -> StoreResult<QueueInfo> {
+        drover_core::spec::validate_queue_name(name)?;
+        let name = name.to_owned();
+        self.writer.call(|reply| Command::QueueConfigSet { name, config, reply }).await
+    }
+
+    async fn queue_pause_set(&self, name: &str, paused: bool) -> StoreResult<QueueInfo> {
+        drover_core::spec::validate_queue_name(name)?;
+        let name = name.to_owned();
+        self.writer.call(|reply| Command::QueuePauseSet { name, paused, reply }).await
+    }
+
+    fn ready_signal(&self) -> watch::Receiver<u64> {
+        self.ready.subscribe()
+    }
+
+    fn events(&self) -> broadcast::Receiver<Event> {
+        self.bus.subscribe()
+    }
+}

@@ -1,0 +1,110 @@
+//! Claims, and the promotion of due delayed jobs that precedes them.
+
+use crate::error::SqlResultExt;
+use crate::rows::{self, job_cols};
+use crate::writer::Ctx;
+use drover_core::{EventKind, LeaseToken};
+use drover_store::{ClaimedJob, JobClaimParams, PendingEvent, StoreResult};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+use std::time::Duration;
+
+/// [`drover_store::Store::job_promote_due`]: `delayed` jobs whose `run_at`
+/// has passed become `waiting`.
+pub(crate) fn promote(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
+    let now = ctx.now();
+    let promoted = if ctx.wants_events() {
+        let moved: Vec<(String, String, Option<String>)> = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 'waiting' WHERE state = 'delayed' AND run_at <= ?1 \
+                 RETURNING id, queue, batch_id",
+            )
+            .db()?
+            .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .db()?
+            .collect::<rusqlite::Result<_>>()
+            .db()?;
+        let n = moved.len() as u64;
+        for (id, queue, batch_id) in moved {
+            let id = drover_core::JobId::from_trusted(id);
+            ctx.event(|| PendingEvent::job(EventKind::Waiting, &id, &queue, batch_id.as_deref(), now, Value::Null));
+        }
+        n
+    } else {
+        ctx.conn
+            .prepare_cached("UPDATE jobs SET state = 'waiting' WHERE state = 'delayed' AND run_at <= ?1")
+            .db()?
+            .execute([now.0])
+            .db()? as u64
+    };
+    if promoted > 0 {
+        ctx.ready = true;
+    }
+    Ok(promoted)
+}
+
+/// [`drover_store::Store::job_claim`].
+///
+/// Each queue's ready index is read separately, up to `max` rows in claim
+/// order, and the short lists are merged here: an `IN (...) ORDER BY` over
+/// several queues would sort the whole ready set.
+pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+    promote(ctx)?;
+    if p.max == 0 || p.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let max = p.max as usize;
+    let mut queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
+    queues.sort_unstable();
+    queues.dedup();
+
+    // (priority, run_at, seq): the claim order.
+    let mut picked: Vec<(i64, i64, i64)> = Vec::with_capacity(max.min(1024));
+    {
+        let mut paused = ctx.conn.prepare_cached("SELECT paused FROM queues WHERE name = ?1").db()?;
+        let mut ready = ctx
+            .conn
+            .prepare_cached(
+                "SELECT priority, run_at, seq FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                 ORDER BY priority, run_at, seq LIMIT ?2",
+            )
+            .db()?;
+        for queue in &queues {
+            let is_paused: Option<bool> = paused.query_row([queue], |r| r.get(0)).optional().db()?;
+            if is_paused == Some(true) {
+                continue;
+            }
+            let rows = ready.query_map(params![queue, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).db()?;
+            for row in rows {
+                picked.push(row.db()?);
+            }
+        }
+    }
+    if queues.len() > 1 {
+        picked.sort_unstable();
+        picked.truncate(max);
+    }
+
+    let now = ctx.now();
+    let expires = now.plus(Duration::from_millis(p.lease_ms));
+    let mut claimed = Vec::with_capacity(picked.len());
+    let mut activate = ctx
+        .conn
+        .prepare_cached(concat!(
+            "UPDATE jobs SET state = 'active', lease_token = ?1, lease_expires_at = ?2, started_at = ?3, ",
+            "worker_id = ?4, attempts_made = attempts_made + 1, attempt_seq = attempt_seq + 1, ",
+            "cancel_requested = 0 WHERE seq = ?5 RETURNING ",
+            job_cols!()
+        ))
+        .db()?;
+    for (_, _, seq) in picked {
+        let lease_token = LeaseToken::generate();
+        let job = activate.query_row(params![lease_token.0, expires.0, now.0, p.worker_id, seq], rows::job).db()?;
+        ctx.event(|| {
+            PendingEvent::job(EventKind::Active, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
+        });
+        claimed.push(ClaimedJob { attempt: job.attempts_made, job, lease_token, lease_expires_at: expires });
+    }
+    Ok(claimed)
+}

@@ -1,0 +1,289 @@
+//! The ends of attempts: finishes reported by workers, and rescues of
+//! attempts whose lease ran out. Both follow the pure rules of
+//! `drover_core::failure`, and both append one row to the attempt history.
+//!
+//! Attempt numbers come from the job's `attempt_seq` counter, bumped at each
+//! claim and never handed back, so the history stays numbered in order even
+//! though stalls and rate-limit deferrals give `attempts_made` back.
+
+use crate::error::SqlResultExt;
+use crate::rows::to_json;
+use crate::writer::Ctx;
+use drover_core::{
+    AttemptOutcome, Backoff, EventKind, FailureDecision, JobError, JobId, JobState, StallDecision, Timestamp,
+    decide_failure, decide_stall,
+};
+use drover_store::{FinishOutcome, Finished, JobFinish, PendingEvent, RescueReport, StoreError, StoreResult};
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, json};
+
+/// The attempt being closed, as read from (or returned by) its job row.
+struct Ending {
+    seq: i64,
+    attempt: i64,
+    started_at: Option<i64>,
+    worker_id: Option<String>,
+    queue: String,
+    batch_id: Option<String>,
+}
+
+/// [`drover_store::Store::job_finish_many`].
+pub(crate) fn finish(ctx: &mut Ctx<'_>, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let result = match item.outcome {
+            FinishOutcome::Complete(value) => complete(ctx, &item.id, item.lease_token.0, value)?,
+            FinishOutcome::Fail(report) => fail(ctx, &item.id, item.lease_token.0, Some(report))?,
+            FinishOutcome::Release => fail(ctx, &item.id, item.lease_token.0, None)?,
+        };
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// A completion: one statement checks the lease and ends the job.
+fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: Value) -> StoreResult<StoreResult<Finished>> {
+    let now = ctx.now();
+    let row = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE jobs SET state = CASE cancel_requested WHEN 0 THEN 'completed' ELSE 'cancelled' END, \
+             result = ?1, finished_at = ?2, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = ?3 AND lease_token = ?4 AND state = 'active' \
+             RETURNING seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested",
+        )
+        .db()?
+        .query_row(params![to_json(&value), now.0, id.as_str(), lease], |r| {
+            Ok((
+                Ending {
+                    seq: r.get(0)?,
+                    attempt: r.get(1)?,
+                    started_at: r.get(2)?,
+                    worker_id: r.get(3)?,
+                    queue: r.get(4)?,
+                    batch_id: r.get(5)?,
+                },
+                r.get::<_, bool>(6)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((ending, cancelled)) = row else { return Ok(Err(StoreError::LeaseLost(id.to_string()))) };
+    let (state, outcome, kind) = if cancelled {
+        (JobState::Cancelled, AttemptOutcome::Cancelled, EventKind::Cancelled)
+    } else {
+        (JobState::Completed, AttemptOutcome::Completed, EventKind::Completed)
+    };
+    append_attempt(ctx, &ending, now, outcome, None)?;
+    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value));
+    Ok(Ok(Finished { state, run_at: None }))
+}
+
+/// A failure (`Some(report)`) or a release (`None`): read the job, decide,
+/// write the outcome.
+fn fail(
+    ctx: &mut Ctx<'_>,
+    id: &JobId,
+    lease: i64,
+    report: Option<drover_core::FailureReport>,
+) -> StoreResult<StoreResult<Finished>> {
+    let now = ctx.now();
+    let row = ctx
+        .conn
+        .prepare_cached(
+            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
+             cancel_requested FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'active'",
+        )
+        .db()?
+        .query_row(params![id.as_str(), lease], |r| {
+            Ok((
+                Ending {
+                    seq: r.get(0)?,
+                    attempt: r.get(1)?,
+                    started_at: r.get(2)?,
+                    worker_id: r.get(3)?,
+                    queue: r.get(4)?,
+                    batch_id: r.get(5)?,
+                },
+                r.get::<_, u32>(6)?,
+                r.get::<_, u32>(7)?,
+                crate::rows::json::<Backoff>(r, 8)?,
+                r.get::<_, bool>(9)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested)) = row else {
+        return Ok(Err(StoreError::LeaseLost(id.to_string())));
+    };
+    let Some(report) = report else {
+        return release(ctx, id, ending, attempts_made, cancel_requested).map(Ok);
+    };
+    let decision = decide_failure(&report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
+    // (state, attempts_made, run_at, outcome, event)
+    let (state, attempts, run_at, outcome, kind) = match decision {
+        _ if cancel_requested => {
+            (JobState::Cancelled, attempts_made, None, AttemptOutcome::Cancelled, EventKind::Cancelled)
+        }
+        FailureDecision::Retry { run_at } => {
+            (JobState::Delayed, attempts_made, Some(run_at), AttemptOutcome::Failed, EventKind::Retrying)
+        }
+        FailureDecision::Defer { run_at } => (
+            JobState::Delayed,
+            attempts_made.saturating_sub(1),
+            Some(run_at),
+            AttemptOutcome::RateLimited,
+            EventKind::Retrying,
+        ),
+        FailureDecision::Dead => (JobState::Failed, attempts_made, None, AttemptOutcome::Failed, EventKind::Failed),
+    };
+    let finished_at = state.is_finished().then_some(now.0);
+    let error = to_json(&report.error);
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?1, attempts_made = ?2, run_at = coalesce(?3, run_at), error = ?4, \
+             finished_at = ?5, lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+        )
+        .db()?
+        .execute(params![state.as_str(), attempts, run_at.map(|t| t.0), error, finished_at, ending.seq])
+        .db()?;
+    append_attempt(ctx, &ending, now, outcome, Some(&error))?;
+    if run_at.is_some() {
+        // A fetcher sleeping until the next due time may need to wake sooner.
+        ctx.ready = true;
+    }
+    ctx.event(|| {
+        let data = match run_at {
+            Some(at) => json!({ "error": report.error, "run_at": at }),
+            None => json!({ "error": report.error }),
+        };
+        PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, data)
+    });
+    Ok(Ok(Finished { state, run_at }))
+}
+
+/// A worker handing a job back unfinished: `waiting` again at once, the
+/// attempt handed back; `cancelled` if a cancel was asked for meanwhile.
+fn release(
+    ctx: &mut Ctx<'_>,
+    id: &JobId,
+    ending: Ending,
+    attempts_made: u32,
+    cancel_requested: bool,
+) -> StoreResult<Finished> {
+    let now = ctx.now();
+    let (state, attempts, outcome, kind) = if cancel_requested {
+        (JobState::Cancelled, attempts_made, AttemptOutcome::Cancelled, EventKind::Cancelled)
+    } else {
+        (JobState::Waiting, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
+    };
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?1, attempts_made = ?2, finished_at = ?3, lease_token = NULL, \
+             lease_expires_at = NULL WHERE seq = ?4",
+        )
+        .db()?
+        .execute(params![state.as_str(), attempts, state.is_finished().then_some(now.0), ending.seq])
+        .db()?;
+    append_attempt(ctx, &ending, now, outcome, None)?;
+    ctx.ready |= state == JobState::Waiting;
+    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    Ok(Finished { state, run_at: None })
+}
+
+fn append_attempt(
+    ctx: &Ctx<'_>,
+    ending: &Ending,
+    now: Timestamp,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+) -> StoreResult<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .db()?
+        .execute(params![
+            ending.seq,
+            ending.attempt,
+            ending.started_at.unwrap_or(now.0),
+            now.0,
+            outcome.as_str(),
+            error,
+            ending.worker_id
+        ])
+        .db()?;
+    Ok(())
+}
+
+/// [`drover_store::Store::job_rescue_expired`].
+pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
+    let now = ctx.now();
+    let expired: Vec<(Ending, String, u32, u32, bool)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, id, stalls, max_stalls, \
+             cancel_requested FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 ORDER BY lease_expires_at",
+        )
+        .db()?
+        .query_map([now.0], |r| {
+            Ok((
+                Ending {
+                    seq: r.get(0)?,
+                    attempt: r.get(1)?,
+                    started_at: r.get(2)?,
+                    worker_id: r.get(3)?,
+                    queue: r.get(4)?,
+                    batch_id: r.get(5)?,
+                },
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
+
+    let mut report = RescueReport::default();
+    for (ending, id, stalls, max_stalls, cancel_requested) in expired {
+        let id = JobId::from_trusted(id);
+        let stalls = stalls + 1;
+        let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {stalls})"));
+        let error_json = to_json(&stall_error);
+        let decision = decide_stall(stalls, max_stalls, cancel_requested);
+        let (state, hand_back, kind) = match decision {
+            StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
+            StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
+            StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
+        };
+        let finished_at = state.is_finished().then_some(now.0);
+        ctx.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?1, stalls = ?2, attempts_made = attempts_made - ?3, \
+                 error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE error END, finished_at = ?5, \
+                 lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+            )
+            .db()?
+            .execute(params![state.as_str(), stalls, hand_back, error_json, finished_at, ending.seq])
+            .db()?;
+        append_attempt(ctx, &ending, now, AttemptOutcome::Stalled, Some(&error_json))?;
+        let batch = ending.batch_id.as_deref();
+        ctx.event(|| {
+            PendingEvent::job(EventKind::Stalled, &id, &ending.queue, batch, now, json!({ "stalls": stalls }))
+        });
+        let data = if decision == StallDecision::Dead { json!({ "error": stall_error }) } else { Value::Null };
+        ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        match decision {
+            StallDecision::Requeue => {
+                ctx.ready = true;
+                report.requeued.push(id);
+            }
+            StallDecision::Dead => report.failed.push(id),
+            StallDecision::Cancel => report.cancelled.push(id),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,314 @@
+//! Job mutations other than claims and finishes: insert, heartbeat,
+//! progress, logs, custom events, cancel and manual retry. Each runs in the
+//! writer, inside its command's savepoint.
+
+use crate::error::SqlResultExt;
+use crate::job_query;
+use crate::rows::{self, job_cols, to_json};
+use crate::writer::Ctx;
+use drover_core::{EventKind, Job, JobId, JobSpec, JobState, LeaseToken, Progress, Timestamp};
+use drover_store::{
+    CancelOutcome, HeartbeatReply, Inserted, JobEventEmit, JobHeartbeat, JobLogAppend, PendingEvent, StoreError,
+    StoreResult,
+};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+/// A validated spec, serialized on the caller's task so the writer only binds.
+pub(crate) struct NewJob {
+    /// The job as it will read back; the writer fills in times and state.
+    job: Job,
+    payload: String,
+    backoff: String,
+    tags: Option<String>,
+    delay_ms: Option<u64>,
+    run_at: Option<Timestamp>,
+}
+
+/// Validates and serializes specs; the first bad spec fails the whole call.
+pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<Vec<NewJob>> {
+    for spec in &specs {
+        spec.validate()?;
+    }
+    Ok(specs
+        .into_iter()
+        .map(|spec| NewJob {
+            payload: to_json(&spec.payload),
+            backoff: to_json(&spec.backoff),
+            tags: (!spec.tags.is_empty()).then(|| to_json(&spec.tags)),
+            delay_ms: spec.delay_ms,
+            run_at: spec.run_at,
+            job: Job {
+                id: spec.id.unwrap_or_else(JobId::generate),
+                queue: spec.queue,
+                name: spec.name,
+                payload: spec.payload,
+                state: JobState::Waiting,
+                priority: spec.priority,
+                attempts_made: 0,
+                max_attempts: spec.max_attempts,
+                backoff: spec.backoff,
+                timeout_ms: spec.timeout_ms,
+                stalls: 0,
+                max_stalls: spec.max_stalls,
+                progress: Progress::default(),
+                result: None,
+                error: None,
+                unique_key: spec.unique_key,
+                rate_limit_key: spec.rate_limit_key,
+                parent_id: spec.parent_id,
+                batch_id: spec.batch_id,
+                tags: spec.tags,
+                created_at: Timestamp(0),
+                run_at: Timestamp(0),
+                started_at: None,
+                finished_at: None,
+                worker_id: None,
+                lease_expires_at: None,
+                cancel_requested: false,
+                attempts: Vec::new(),
+            },
+        })
+        .collect())
+}
+
+/// [`drover_store::Store::job_insert_many`].
+pub(crate) fn insert(ctx: &mut Ctx<'_>, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+    let now = ctx.now();
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut insert = ctx
+        .conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, backoff, \
+             timeout_ms, max_stalls, unique_key, rate_limit_key, parent_id, batch_id, tags, created_at, run_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .db()?;
+    for new in jobs {
+        let NewJob { mut job, payload, backoff, tags, delay_ms, run_at } = new;
+        job.created_at = now;
+        job.run_at = match (run_at, delay_ms) {
+            (Some(at), _) => at,
+            (None, Some(delay)) => now.plus_ms(delay as i64),
+            (None, None) => now,
+        };
+        job.state = if job.run_at > now { JobState::Delayed } else { JobState::Waiting };
+        let changed = insert
+            .execute(params![
+                job.id.as_str(),
+                job.queue,
+                job.name,
+                payload,
+                job.state.as_str(),
+                job.priority,
+                job.max_attempts,
+                backoff,
+                job.timeout_ms,
+                job.max_stalls,
+                job.unique_key,
+                job.rate_limit_key,
+                job.parent_id.as_ref().map(JobId::as_str),
+                job.batch_id,
+                tags,
+                now.0,
+                job.run_at.0,
+            ])
+            .db()?;
+        if changed == 0 {
+            let existing = job_query::get(ctx.conn, &job.id)?
+                .ok_or_else(|| StoreError::Backend(format!("job {} conflicted but cannot be read", job.id)))?;
+            out.push(Inserted { job: existing, duplicate: true });
+            continue;
+        }
+        let kind = if job.state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+        ctx.event(|| PendingEvent::job(kind, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        // Delayed jobs count too: a fetcher sleeping until the next due time
+        // must learn of an earlier one.
+        ctx.ready = true;
+        out.push(Inserted { job, duplicate: false });
+    }
+    Ok(out)
+}
+
+/// [`drover_store::Store::job_heartbeat_many`].
+pub(crate) fn heartbeat(ctx: &mut Ctx<'_>, beats: &[JobHeartbeat]) -> StoreResult<Vec<StoreResult<HeartbeatReply>>> {
+    let now = ctx.now();
+    let mut out = Vec::with_capacity(beats.len());
+    for beat in beats {
+        if let Some(Err(message)) = beat.progress.as_ref().map(Progress::validate) {
+            out.push(Err(StoreError::invalid("progress", message)));
+            continue;
+        }
+        let expires = now.plus(std::time::Duration::from_millis(beat.lease_ms));
+        let progress = beat.progress.as_ref().map(to_json);
+        let row: Option<(bool, String, Option<String>)> = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET lease_expires_at = ?1, progress = coalesce(?2, progress) \
+                 WHERE id = ?3 AND lease_token = ?4 AND state = 'active' RETURNING cancel_requested, queue, batch_id",
+            )
+            .db()?
+            .query_row(params![expires.0, progress, beat.id.as_str(), beat.lease_token.0], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .db()?;
+        match row {
+            None => out.push(Err(StoreError::LeaseLost(beat.id.to_string()))),
+            Some((cancel_requested, queue, batch_id)) => {
+                if let Some(p) = &beat.progress {
+                    ctx.event(|| progress_event(&beat.id, &queue, batch_id.as_deref(), now, p));
+                }
+                out.push(Ok(HeartbeatReply { lease_expires_at: expires, cancel_requested }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`drover_store::Store::job_progress`].
+pub(crate) fn progress(ctx: &mut Ctx<'_>, id: &JobId, lease: LeaseToken, progress: &Progress) -> StoreResult<()> {
+    let now = ctx.now();
+    let row: Option<(String, Option<String>)> = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE jobs SET progress = ?1 WHERE id = ?2 AND lease_token = ?3 AND state = 'active' \
+             RETURNING queue, batch_id",
+        )
+        .db()?
+        .query_row(params![to_json(progress), id.as_str(), lease.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .db()?;
+    let (queue, batch_id) = row.ok_or_else(|| lease_error(ctx, id))?;
+    ctx.event(|| progress_event(id, &queue, batch_id.as_deref(), now, progress));
+    Ok(())
+}
+
+fn progress_event(id: &JobId, queue: &str, batch_id: Option<&str>, at: Timestamp, progress: &Progress) -> PendingEvent {
+    PendingEvent::job(EventKind::Progress, id, queue, batch_id, at, serde_json::to_value(progress).unwrap_or_default())
+}
+
+/// [`drover_store::Store::job_log_append`].
+pub(crate) fn log_append(ctx: &mut Ctx<'_>, p: &JobLogAppend) -> StoreResult<()> {
+    let (seq, _, _) = leased(ctx, &p.id, p.lease_token)?;
+    let metadata = (!p.metadata.is_null()).then(|| to_json(&p.metadata));
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO job_logs (job_seq, n, at, level, message, metadata) \
+             SELECT ?1, coalesce(max(n), 0) + 1, ?2, ?3, ?4, ?5 FROM job_logs WHERE job_seq = ?1",
+        )
+        .db()?
+        .execute(params![seq, ctx.now().0, p.level.as_str(), p.message, metadata])
+        .db()?;
+    Ok(())
+}
+
+/// [`drover_store::Store::job_event_emit`]: checks the lease, then queues
+/// the event for after commit.
+pub(crate) fn event_emit(ctx: &mut Ctx<'_>, p: JobEventEmit) -> StoreResult<()> {
+    let (_, queue, batch_id) = leased(ctx, &p.id, p.lease_token)?;
+    let now = ctx.now();
+    ctx.event(|| PendingEvent::job(EventKind::Custom(p.kind), &p.id, &queue, batch_id.as_deref(), now, p.data));
+    Ok(())
+}
+
+/// The seq, queue and batch of a job active under `lease`, or the reason not.
+fn leased(ctx: &Ctx<'_>, id: &JobId, lease: LeaseToken) -> StoreResult<(i64, String, Option<String>)> {
+    ctx.conn
+        .prepare_cached("SELECT seq, queue, batch_id FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'active'")
+        .db()?
+        .query_row(params![id.as_str(), lease.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .db()?
+        .ok_or_else(|| lease_error(ctx, id))
+}
+
+/// Why a lease check failed: the job is gone, or the lease is not current.
+fn lease_error(ctx: &Ctx<'_>, id: &JobId) -> StoreError {
+    match job_state(ctx, id) {
+        Ok(None) => StoreError::NotFound(format!("job {id}")),
+        Ok(Some(_)) => StoreError::LeaseLost(id.to_string()),
+        Err(e) => e,
+    }
+}
+
+fn job_state(ctx: &Ctx<'_>, id: &JobId) -> StoreResult<Option<JobState>> {
+    ctx.conn
+        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
+        .db()?
+        .query_row([id.as_str()], |r| rows::state(r, 0))
+        .optional()
+        .db()
+}
+
+/// [`drover_store::Store::job_cancel`].
+pub(crate) fn cancel(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<CancelOutcome> {
+    let state = job_state(ctx, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    let now = ctx.now();
+    if state.is_cancellable_at_once() {
+        let job = update_returning(
+            ctx,
+            concat!(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, lease_token = NULL, lease_expires_at = NULL ",
+                "WHERE id = ?1 RETURNING ",
+                job_cols!()
+            ),
+            id,
+            now,
+        )?;
+        ctx.event(|| {
+            PendingEvent::job(EventKind::Cancelled, id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
+        });
+        Ok(CancelOutcome::Cancelled(job))
+    } else if state == JobState::Active {
+        let job = update_returning(
+            ctx,
+            concat!("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND ?2 IS NOT NULL RETURNING ", job_cols!()),
+            id,
+            now,
+        )?;
+        ctx.event(|| {
+            PendingEvent::job(EventKind::CancelRequested, id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
+        });
+        Ok(CancelOutcome::Requested(job))
+    } else {
+        Err(StoreError::InvalidState { state, message: "a finished job cannot be cancelled".into() })
+    }
+}
+
+/// [`drover_store::Store::job_retry`].
+pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
+    let state = job_state(ctx, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    if !state.is_retryable_by_hand() {
+        return Err(StoreError::InvalidState { state, message: "only failed or cancelled jobs can be retried".into() });
+    }
+    let now = ctx.now();
+    let job = update_returning(
+        ctx,
+        concat!(
+            "UPDATE jobs SET state = 'waiting', max_attempts = attempts_made + attempts_budget, error = NULL, ",
+            "stalls = 0, run_at = ?2, finished_at = NULL, cancel_requested = 0, lease_token = NULL, ",
+            "lease_expires_at = NULL WHERE id = ?1 RETURNING ",
+            job_cols!()
+        ),
+        id,
+        now,
+    )?;
+    ctx.event(|| PendingEvent::job(EventKind::Waiting, id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+    ctx.ready = true;
+    Ok(job)
+}
+
+/// Runs an update of one job by id (`?1`, with `?2` the time) returning
+/// [`job_cols`], and reads its attempt history.
+fn update_returning(ctx: &Ctx<'_>, sql: &str, id: &JobId, now: Timestamp) -> StoreResult<Job> {
+    let (seq, mut job) = ctx
+        .conn
+        .prepare_cached(sql)
+        .db()?
+        .query_row(params![id.as_str(), now.0], |r| Ok((r.get::<_, i64>(0)?, rows::job(r)?)))
+        .db()?;
+    job.attempts = job_query::attempts(ctx.conn, seq)?;
+    Ok(job)
+}

@@ -1,0 +1,99 @@
+//! Queues: their stored config and pause flag, and their job counts.
+
+use crate::error::SqlResultExt;
+use crate::rows;
+use crate::writer::Ctx;
+use drover_core::{EventKind, QueueConfig};
+use drover_store::{PendingEvent, QueueInfo, StateCounts, StoreResult};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+
+/// One queue with its counts; defaults for a queue never configured.
+pub(crate) fn get(conn: &Connection, name: &str) -> StoreResult<QueueInfo> {
+    let stored: Option<(bool, Option<QueueConfig>)> = conn
+        .prepare_cached("SELECT paused, config FROM queues WHERE name = ?1")
+        .db()?
+        .query_row([name], |r| Ok((r.get(0)?, rows::opt_json(r, 1)?)))
+        .optional()
+        .db()?;
+    let (paused, config) = stored.unwrap_or_default();
+    let mut counts = StateCounts::default();
+    let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs WHERE queue = ?1 GROUP BY state").db()?;
+    let mut found = stmt.query([name]).db()?;
+    while let Some(row) = found.next().db()? {
+        counts.add(rows::state(row, 0).db()?, row.get::<_, i64>(1).db()? as u64);
+    }
+    Ok(QueueInfo { name: name.to_owned(), paused, config: config.unwrap_or_default(), counts })
+}
+
+/// Every queue that is configured or holds jobs, sorted by name.
+pub(crate) fn list(conn: &Connection) -> StoreResult<Vec<QueueInfo>> {
+    let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
+    let blank = |name: &str| QueueInfo {
+        name: name.to_owned(),
+        paused: false,
+        config: QueueConfig::default(),
+        counts: StateCounts::default(),
+    };
+    let mut stmt = conn.prepare_cached("SELECT name, paused, config FROM queues").db()?;
+    let mut found = stmt.query([]).db()?;
+    while let Some(row) = found.next().db()? {
+        let name: String = row.get(0).db()?;
+        let mut info = blank(&name);
+        info.paused = row.get(1).db()?;
+        info.config = rows::opt_json(row, 2).db()?.unwrap_or_default();
+        queues.insert(name, info);
+    }
+    let mut stmt = conn.prepare_cached("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state").db()?;
+    let mut found = stmt.query([]).db()?;
+    while let Some(row) = found.next().db()? {
+        let name: &str = row.get_ref(0).db()?.as_str().map_err(rusqlite::Error::from).db()?;
+        let state = rows::state(row, 1).db()?;
+        let n = row.get::<_, i64>(2).db()? as u64;
+        if !queues.contains_key(name) {
+            queues.insert(name.to_owned(), blank(name));
+        }
+        if let Some(info) = queues.get_mut(name) {
+            info.counts.add(state, n);
+        }
+    }
+    Ok(queues.into_values().collect())
+}
+
+/// [`drover_store::Store::queue_config_set`]; the name was checked by the caller.
+pub(crate) fn config_set(ctx: &mut Ctx<'_>, name: &str, config: &QueueConfig) -> StoreResult<QueueInfo> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO queues (name, config) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+        )
+        .db()?
+        .execute(params![name, rows::to_json(config)])
+        .db()?;
+    get(ctx.conn, name)
+}
+
+/// [`drover_store::Store::queue_pause_set`]; the name was checked by the caller.
+pub(crate) fn pause_set(ctx: &mut Ctx<'_>, name: &str, paused: bool) -> StoreResult<QueueInfo> {
+    let was: Option<bool> = ctx
+        .conn
+        .prepare_cached("SELECT paused FROM queues WHERE name = ?1")
+        .db()?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .db()?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO queues (name, paused) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        )
+        .db()?
+        .execute(params![name, paused])
+        .db()?;
+    if was.unwrap_or(false) != paused {
+        let now = ctx.now();
+        let kind = if paused { EventKind::QueuePaused } else { EventKind::QueueResumed };
+        ctx.event(|| PendingEvent::queue(kind, name, now));
+        // A resumed queue's waiting jobs are claimable again.
+        ctx.ready |= !paused;
+    }
+    get(ctx.conn, name)
+}

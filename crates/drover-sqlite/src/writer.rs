@@ -1,0 +1,420 @@
+//! The single writer: one OS thread owns the only read-write connection and
+//! applies every mutation, many at a time (group commit).
+//!
+//! Callers send a [`Command`] carrying a oneshot for its reply. The thread
+//! blocks for the first command, drains whatever else is pending (up to
+//! `max_batch`), and applies them all in one `BEGIN IMMEDIATE` transaction,
+//! each inside its own savepoint so that one failing command rolls back alone
+//! and gets its own error. Only after `COMMIT` are events published, the ready
+//! signal bumped and callers answered: nobody hears of a change that a crash
+//! could still undo. One fsync serves the whole batch.
+
+use crate::error::store_error;
+use crate::{SqlitePragmas, claim, finish, job_sql, queue_sql};
+use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, Timestamp};
+use drover_store::{
+    CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
+    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, ReadySignal, RescueReport, StoreError, StoreResult,
+};
+use rusqlite::Connection;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Where a command's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// Every mutation the store knows, with its reply channel.
+pub(crate) enum Command {
+    JobInsert { jobs: Vec<job_sql::NewJob>, reply: Reply<Vec<Inserted>> },
+    JobClaim { params: JobClaimParams, reply: Reply<Vec<ClaimedJob>> },
+    JobHeartbeat { beats: Vec<JobHeartbeat>, reply: Reply<Vec<StoreResult<HeartbeatReply>>> },
+    JobProgress { id: JobId, lease_token: LeaseToken, progress: Progress, reply: Reply<()> },
+    JobLogAppend { params: JobLogAppend, reply: Reply<()> },
+    JobEventEmit { params: JobEventEmit, reply: Reply<()> },
+    JobFinish { items: Vec<JobFinish>, reply: Reply<Vec<StoreResult<Finished>>> },
+    JobCancel { id: JobId, reply: Reply<CancelOutcome> },
+    JobRetry { id: JobId, reply: Reply<Job> },
+    JobRescue { reply: Reply<RescueReport> },
+    JobPromote { reply: Reply<u64> },
+    QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
+    QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
+    Pragmas { reply: Reply<SqlitePragmas> },
+}
+
+/// What a command's savepoint sees: the connection, the time, and the
+/// side effects to release after commit.
+pub(crate) struct Ctx<'c> {
+    /// The write connection, inside the batch's transaction.
+    pub conn: &'c Connection,
+    clock: &'c dyn Clock,
+    /// Events to publish after commit; only collected when someone listens.
+    events: Vec<PendingEvent>,
+    want_events: bool,
+    /// Something became claimable (or due earlier): bump the ready signal.
+    pub ready: bool,
+    /// A savepoint could not be rolled back: the batch must not commit.
+    poisoned: bool,
+}
+
+impl Ctx<'_> {
+    /// The store's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// True when events are wanted; lets callers skip building their data.
+    pub fn wants_events(&self) -> bool {
+        self.want_events
+    }
+
+    /// Records an event for after commit, built only if someone listens.
+    pub fn event(&mut self, build: impl FnOnce() -> PendingEvent) {
+        if self.want_events {
+            self.events.push(build());
+        }
+    }
+}
+
+/// Sends the answer of one applied command once the batch's fate is known.
+type Done = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// Counters the writer keeps, for metrics and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    pub failed_batches: AtomicU64,
+}
+
+/// Tuning of the writer thread.
+pub(crate) struct WriterConfig {
+    pub max_batch: usize,
+    pub wal_limit_bytes: u64,
+    pub wal_path: PathBuf,
+}
+
+/// The store's handle on the writer thread.
+pub(crate) struct Writer {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    /// Shared with the thread.
+    pub counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Starts the thread that owns `conn`.
+    pub fn spawn(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        bus: Arc<EventBus>,
+        ready: Arc<ReadySignal>,
+        config: WriterConfig,
+    ) -> StoreResult<Self> {
+        let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("drover-sqlite-writer".into())
+            .spawn(move || {
+                let mut state = WriterThread {
+                    checkpoint: Checkpointer::new(config.wal_path, config.wal_limit_bytes),
+                    conn,
+                    clock,
+                    bus,
+                    ready,
+                    max_batch: config.max_batch.max(1),
+                    counters: thread_counters,
+                };
+                state.run(rx);
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { tx: Some(tx), thread: Some(thread), counters })
+    }
+
+    /// Sends a command and waits for its answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Lets the thread apply what is queued, then stops it and waits for it.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the SQLite writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How long the writer waits for work before it calls itself idle and tries
+/// to truncate the WAL.
+const IDLE: Duration = Duration::from_millis(500);
+
+struct WriterThread {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    bus: Arc<EventBus>,
+    ready: Arc<ReadySignal>,
+    max_batch: usize,
+    checkpoint: Checkpointer,
+    counters: Arc<Counters>,
+}
+
+impl WriterThread {
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.max_batch.min(4096));
+        loop {
+            match rx.recv_timeout(IDLE) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint.idle(&self.conn);
+                    continue;
+                }
+                // Every sender is gone and the queue is empty: closing.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.apply_batch(&mut batch);
+        }
+        self.checkpoint.idle(&self.conn);
+    }
+
+    fn apply_batch(&mut self, batch: &mut Vec<Command>) {
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
+            self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            let err = store_error(e);
+            for cmd in batch.drain(..) {
+                cmd.reject(err.clone());
+            }
+            return;
+        }
+        let mut ctx = Ctx {
+            conn: &self.conn,
+            clock: &*self.clock,
+            events: Vec::new(),
+            want_events: self.bus.has_subscribers(),
+            ready: false,
+            poisoned: false,
+        };
+        let dones: Vec<Done> = batch.drain(..).map(|cmd| apply(&mut ctx, cmd)).collect();
+        let (events, ready, poisoned) = (ctx.events, ctx.ready, ctx.poisoned);
+        let commit = if poisoned {
+            Err(StoreError::Backend("a savepoint could not be rolled back; the batch was abandoned".into()))
+        } else {
+            exec(&self.conn, "COMMIT").map_err(store_error)
+        };
+        match commit {
+            Ok(()) => {
+                // Events and the wake-up go out before the replies, so that a
+                // caller who sees its call return also finds its events.
+                if !events.is_empty() {
+                    self.bus.publish(events);
+                }
+                if ready {
+                    self.ready.notify();
+                }
+                for done in dones {
+                    done(None);
+                }
+                self.checkpoint.after_commit(&self.conn);
+            }
+            Err(err) => {
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                    tracing::warn!(error = %e, "rollback after a failed commit failed");
+                }
+                for done in dones {
+                    done(Some(&err));
+                }
+            }
+        }
+    }
+}
+
+/// Runs one command in its savepoint and prepares its answer.
+fn apply(ctx: &mut Ctx<'_>, cmd: Command) -> Done {
+    match cmd {
+        Command::JobInsert { jobs, reply } => run(ctx, reply, |c| job_sql::insert(c, jobs)),
+        Command::JobClaim { params, reply } => run(ctx, reply, |c| claim::claim(c, &params)),
+        Command::JobHeartbeat { beats, reply } => run(ctx, reply, |c| job_sql::heartbeat(c, &beats)),
+        Command::JobProgress { id, lease_token, progress, reply } => {
+            run(ctx, reply, |c| job_sql::progress(c, &id, lease_token, &progress))
+        }
+        Command::JobLogAppend { params, reply } => run(ctx, reply, |c| job_sql::log_append(c, &params)),
+        Command::JobEventEmit { params, reply } => run(ctx, reply, |c| job_sql::event_emit(c, params)),
+        Command::JobFinish { items, reply } => run(ctx, reply, |c| finish::finish(c, items)),
+        Command::JobCancel { id, reply } => run(ctx, reply, |c| job_sql::cancel(c, &id)),
+        Command::JobRetry { id, reply } => run(ctx, reply, |c| job_sql::retry(c, &id)),
+        Command::JobRescue { reply } => run(ctx, reply, finish::rescue),
+        Command::JobPromote { reply } => run(ctx, reply, claim::promote),
+        Command::QueueConfigSet { name, config, reply } => {
+            run(ctx, reply, |c| queue_sql::config_set(c, &name, &config))
+        }
+        Command::QueuePauseSet { name, paused, reply } => run(ctx, reply, |c| queue_sql::pause_set(c, &name, paused)),
+        Command::Pragmas { reply } => run(ctx, reply, |c| crate::schema::pragmas(c.conn)),
+    }
+}
+
+/// Applies `f` inside a savepoint; on error rolls it back and forgets the
+/// events and wake-up it had recorded.
+fn run<T: Send + 'static>(ctx: &mut Ctx<'_>, reply: Reply<T>, f: impl FnOnce(&mut Ctx<'_>) -> StoreResult<T>) -> Done {
+    let (events_mark, ready_mark) = (ctx.events.len(), ctx.ready);
+    let result = match exec(ctx.conn, "SAVEPOINT cmd") {
+        Err(e) => Err(store_error(e)),
+        Ok(()) => match f(ctx) {
+            Ok(value) => exec(ctx.conn, "RELEASE cmd").map(|()| value).map_err(store_error),
+            Err(e) => {
+                if exec(ctx.conn, "ROLLBACK TO cmd").and_then(|()| exec(ctx.conn, "RELEASE cmd")).is_err() {
+                    ctx.poisoned = true;
+                }
+                Err(e)
+            }
+        },
+    };
+    if result.is_err() {
+        ctx.events.truncate(events_mark);
+        ctx.ready = ready_mark;
+    }
+    Box::new(move |commit_error: Option<&StoreError>| {
+        let answer = match commit_error {
+            Some(e) => Err(e.clone()),
+            None => result,
+        };
+        // The caller may have given up waiting; that is its business.
+        let _ = reply.send(answer);
+    })
+}
+
+/// Runs a parameterless statement through the statement cache.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+impl Command {
+    /// Answers the command with `err` without applying it.
+    fn reject(self, err: StoreError) {
+        fn send<T>(reply: Reply<T>, err: StoreError) {
+            let _ = reply.send(Err(err));
+        }
+        match self {
+            Command::JobInsert { reply, .. } => send(reply, err),
+            Command::JobClaim { reply, .. } => send(reply, err),
+            Command::JobHeartbeat { reply, .. } => send(reply, err),
+            Command::JobProgress { reply, .. } => send(reply, err),
+            Command::JobLogAppend { reply, .. } => send(reply, err),
+            Command::JobEventEmit { reply, .. } => send(reply, err),
+            Command::JobFinish { reply, .. } => send(reply, err),
+            Command::JobCancel { reply, .. } => send(reply, err),
+            Command::JobRetry { reply, .. } => send(reply, err),
+            Command::JobRescue { reply } => send(reply, err),
+            Command::JobPromote { reply } => send(reply, err),
+            Command::QueueConfigSet { reply, .. } => send(reply, err),
+            Command::QueuePauseSet { reply, .. } => send(reply, err),
+            Command::Pragmas { reply } => send(reply, err),
+        }
+    }
+}
+
+/// Keeps the WAL bounded. SQLite's own auto-checkpoint is off on the writer
+/// (it would run inside a commit, on the caller's time); instead the writer
+/// checkpoints between batches.
+///
+/// A PASSIVE checkpoint never waits: it copies what no reader still needs,
+/// and once everything is copied the next commit starts the WAL over from
+/// its beginning. Readers that always hold a snapshot can keep it from
+/// wrapping, so when the file passes the limit, or the writer is idle, a
+/// TRUNCATE checkpoint waits (briefly) for readers to move on and cuts the
+/// file to zero.
+struct Checkpointer {
+    wal_path: PathBuf,
+    limit_bytes: u64,
+    commits: u32,
+    last_passive: Instant,
+    last_truncate: Instant,
+    dirty: bool,
+}
+
+/// PASSIVE checkpoint after this many commits...
+const CHECKPOINT_COMMITS: u32 = 256;
+/// ...or this long after the last one, whichever comes first.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How long a TRUNCATE checkpoint may wait for readers.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+/// How soon a TRUNCATE that found readers busy is tried again.
+const TRUNCATE_RETRY: Duration = Duration::from_millis(200);
+
+impl Checkpointer {
+    fn new(wal_path: PathBuf, limit_bytes: u64) -> Self {
+        let long_ago = Instant::now().checked_sub(TRUNCATE_RETRY).unwrap_or_else(Instant::now);
+        Self { wal_path, limit_bytes, commits: 0, last_passive: Instant::now(), last_truncate: long_ago, dirty: false }
+    }
+
+    fn after_commit(&mut self, conn: &Connection) {
+        self.commits += 1;
+        self.dirty = true;
+        // A stat is cheap next to the fsync the commit just paid for.
+        let wal_bytes = std::fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
+        if wal_bytes > self.limit_bytes && self.last_truncate.elapsed() >= TRUNCATE_RETRY {
+            self.truncate(conn);
+            return;
+        }
+        if self.commits < CHECKPOINT_COMMITS && self.last_passive.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        self.commits = 0;
+        self.last_passive = Instant::now();
+        if let Err(e) = wal_checkpoint(conn, "PASSIVE") {
+            tracing::warn!(error = %e, "passive WAL checkpoint failed");
+        }
+    }
+
+    fn idle(&mut self, conn: &Connection) {
+        if self.dirty {
+            self.truncate(conn);
+        }
+    }
+
+    fn truncate(&mut self, conn: &Connection) {
+        self.last_truncate = Instant::now();
+        self.commits = 0;
+        self.last_passive = Instant::now();
+        // A short busy timeout: the writer must not stall its callers waiting
+        // on a slow reader; it tries again later.
+        let outcome = conn.busy_timeout(TRUNCATE_WAIT).and_then(|()| wal_checkpoint(conn, "TRUNCATE"));
+        if let Err(e) = conn.busy_timeout(crate::schema::BUSY_TIMEOUT) {
+            tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
+        }
+        match outcome {
+            Ok((0, _, _)) => self.dirty = false,
+            Ok(_) => tracing::debug!("TRUNCATE checkpoint found readers busy; will retry"),
+            Err(e) => tracing::debug!(error = %e, "TRUNCATE checkpoint failed; will retry"),
+        }
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`: (busy, frames in the WAL, frames checkpointed).
+fn wal_checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}

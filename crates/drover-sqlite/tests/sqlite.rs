@@ -1,0 +1,193 @@
+//! Behaviour only the SQLite store has: pragmas, migrations across reopen,
+//! savepoint isolation inside a group commit, and WAL checkpointing.
+
+use drover_core::{JobId, JobSpec};
+use drover_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use drover_store::{JobListParams, Store, StoreError};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+fn open(path: &std::path::Path, options: SqliteOptions) -> SqliteStore {
+    SqliteStore::open(path, options).unwrap()
+}
+
+#[tokio::test]
+async fn pragmas_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = open(&dir.path().join("full.db"), SqliteOptions::default());
+    let p = full.pragmas().await.unwrap();
+    assert_eq!(p.journal_mode, "wal");
+    assert_eq!(p.synchronous, 2, "FULL");
+    assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
+    assert!(p.busy_timeout_ms > 0);
+    assert_eq!(p.user_version, 1);
+    full.close().await;
+
+    let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
+    assert_eq!(normal.pragmas().await.unwrap().synchronous, 1, "NORMAL");
+    normal.close().await;
+}
+
+#[tokio::test]
+async fn open_creates_parent_dirs_and_accepts_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = open(&dir.path().join("a/b/drover.db"), SqliteOptions::default());
+    assert!(dir.path().join("a/b/drover.db").exists());
+    nested.close().await;
+    let in_dir = open(dir.path(), SqliteOptions::default());
+    assert_eq!(in_dir.path(), dir.path().join(drover_sqlite::DEFAULT_FILE_NAME));
+    in_dir.close().await;
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_does_not_rerun_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    let id =
+        store.job_insert_many(vec![JobSpec::new("q", "n").payload(json!({"k": 1}))]).await.unwrap()[0].job.id.clone();
+    store.close().await;
+
+    // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
+    let store = open(&path, SqliteOptions::default());
+    assert_eq!(store.pragmas().await.unwrap().user_version, 1);
+    let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
+    assert_eq!(job.payload, json!({"k": 1}));
+    // Dropping (not closing) must also stop the writer and release the file.
+    drop(store);
+    let store = open(&path, SqliteOptions::default());
+    assert!(store.job_get(&id).await.unwrap().is_some());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn close_applies_everything_already_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    // Send 20 inserts without waiting for them, then close.
+    let mut pending: Vec<_> =
+        (0..20).map(|i| Box::pin(store.job_insert_many(vec![JobSpec::new("q", format!("n{i}"))]))).collect();
+    for fut in &mut pending {
+        poll_once(fut.as_mut());
+    }
+    drop(pending);
+    store.close().await;
+    let store = open(&path, SqliteOptions::default());
+    let page = store.job_list(JobListParams { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 20);
+    store.close().await;
+}
+
+/// Polls a future once, which for a store call sends its command to the
+/// writer; the answer is not awaited.
+fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Option<F::Output> {
+    match fut.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+#[tokio::test]
+async fn bad_command_in_a_batch_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    store.job_insert_many(vec![JobSpec::new("q", "warm-up")]).await.unwrap();
+
+    // Hold the write lock from outside so that the writer stalls on BEGIN
+    // while every command below queues up behind it: they land together in
+    // at most two batches.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let before = store.writer_stats();
+
+    let good = |i: usize| JobSpec::new("q", "good").id(JobId::parse(format!("good-{i}")).unwrap());
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        calls.push(Box::pin(store.job_insert_many(vec![good(i)])));
+    }
+    // Its first spec is fine; its second breaks the id CHECK constraint
+    // inside the writer, after the first row was written.
+    calls.push(Box::pin(store.job_insert_many(vec![
+        JobSpec::new("q", "bad").id(JobId::parse("bad-first").unwrap()),
+        JobSpec::new("q", "bad").id(JobId::from_trusted(String::new())),
+    ])));
+    for i in 10..20 {
+        calls.push(Box::pin(store.job_insert_many(vec![good(i)])));
+    }
+    for call in &mut calls {
+        assert!(poll_once(call.as_mut()).is_none());
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await);
+    }
+    let after = store.writer_stats();
+    assert_eq!(after.commands - before.commands, 21);
+    assert!(after.batches - before.batches <= 2, "commands were group-committed: {before:?} -> {after:?}");
+    assert_eq!(after.failed_batches, 0);
+
+    for (i, result) in results.iter().enumerate() {
+        if i == 10 {
+            assert!(matches!(result, Err(StoreError::Backend(_))), "the bad call fails: {result:?}");
+        } else {
+            assert!(result.is_ok(), "call {i} must commit: {result:?}");
+        }
+    }
+    for i in 0..20 {
+        let id = JobId::parse(format!("good-{i}")).unwrap();
+        assert!(store.job_get(&id).await.unwrap().is_some(), "good-{i} committed");
+    }
+    let first = JobId::parse("bad-first").unwrap();
+    assert_eq!(store.job_get(&first).await.unwrap(), None, "the bad call's first row was rolled back");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_stays_bounded_under_constant_readers() {
+    const LIMIT: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = std::sync::Arc::new(open(&path, SqliteOptions::default().wal_limit_bytes(LIMIT)));
+    let wal = dir.path().join("drover.db-wal");
+
+    // Readers that never stop would pin an old snapshot without TRUNCATE.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (store, stop) = (store.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.job_list(JobListParams { limit: 20, ..Default::default() }).await.unwrap();
+            }
+        }));
+    }
+
+    let payload = json!({ "blob": "x".repeat(400) });
+    let mut largest = 0;
+    for round in 0..60 {
+        let specs = (0..500).map(|_| JobSpec::new("q", "n").payload(payload.clone())).collect();
+        store.job_insert_many(specs).await.unwrap();
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        largest = largest.max(size);
+        assert!(size < 16 * LIMIT, "round {round}: WAL grew to {size} bytes");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    // 30,000 jobs of ~0.5 KB went through: without checkpoints the WAL would
+    // hold all of them.
+    let total = std::fs::metadata(&path).unwrap().len();
+    assert!(total > 8 * LIMIT, "the data reached the main file ({total} bytes)");
+    assert!(largest < total, "largest WAL {largest} stayed below the data size {total}");
+    eprintln!("largest WAL {largest} bytes, data {total} bytes");
+    std::sync::Arc::into_inner(store).unwrap().close().await;
+    let after_close = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(after_close, 0, "close truncates the WAL");
+}
