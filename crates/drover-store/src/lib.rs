@@ -132,8 +132,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_cancel(&self, id: &JobId) -> StoreResult<CancelOutcome>;
 
     /// Manual retry: a `failed` or `cancelled` job goes back to `waiting`
-    /// with a fresh attempt budget (`max_attempts` raised by the job's
-    /// original budget), its error and stalls cleared, its history kept.
+    /// with a fresh attempt budget (`max_attempts` set to `attempts_made`
+    /// plus the job's original budget, as in ADR 0001), its error and stalls
+    /// cleared, its history kept.
     ///
     /// Errors: [`StoreError::NotFound`]; [`StoreError::InvalidState`] for any
     /// other state.

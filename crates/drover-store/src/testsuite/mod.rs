@@ -115,6 +115,7 @@ macro_rules! conformance_suite {
                 cancel_finished_refused,
                 // retry.rs
                 manual_retry_keeps_attempt_history,
+                manual_retry_gives_fresh_budget,
                 manual_retry_clears_stalls,
                 manual_retry_of_cancelled_job,
                 retry_refused_unless_failed_or_cancelled,

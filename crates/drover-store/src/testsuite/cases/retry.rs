@@ -49,6 +49,26 @@ pub async fn manual_retry_keeps_attempt_history(make: Factory) {
     assert_eq!(messages, ["first", "second", "third", "fourth"]);
 }
 
+/// A manual retry gives exactly the original budget again, however many
+/// attempts were spent: `max_attempts = attempts_made + attempts` (a job
+/// failed for good on its first of 5 attempts may run 5 more times, not 9).
+pub async fn manual_retry_gives_fresh_budget(make: Factory) {
+    let t = fresh(make).await;
+    let job = failed_job(&t, spec("fatal").attempts(5).backoff(Backoff::fixed(10))).await;
+    assert_eq!((job.attempts_made, job.max_attempts), (1, 5));
+    let retried = t.store.job_retry(&job.id).await.unwrap();
+    assert_eq!((retried.attempts_made, retried.max_attempts), (1, 6));
+    // Five more attempts: four retries, then the fifth failure is final.
+    for attempt in 2..=6 {
+        let c = claim_one(&t, "q").await;
+        assert_eq!(c.attempt, attempt);
+        let expected = if attempt < 6 { JobState::Delayed } else { JobState::Failed };
+        assert_eq!(finish_fail(&t, &c, boom("again")).await.state, expected, "attempt {attempt}");
+        advance_ms(&t, 10);
+    }
+    claim_none(&t, "q").await;
+}
+
 /// A manual retry of a job that failed by stalling clears its stall count
 /// and error, so it gets its full stall budget back.
 pub async fn manual_retry_clears_stalls(make: Factory) {
