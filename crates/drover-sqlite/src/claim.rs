@@ -89,18 +89,22 @@ pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<Cl
     let now = ctx.now();
     let expires = now.plus(Duration::from_millis(p.lease_ms));
     let mut claimed = Vec::with_capacity(picked.len());
+    // Plain statements, not `UPDATE ... RETURNING`: SQLite runs RETURNING
+    // through a trigger program and a statement journal, which cost more
+    // than a second lookup by rowid.
     let mut activate = ctx
         .conn
-        .prepare_cached(concat!(
-            "UPDATE jobs SET state = 'active', lease_token = ?1, lease_expires_at = ?2, started_at = ?3, ",
-            "worker_id = ?4, attempts_made = attempts_made + 1, attempt_seq = attempt_seq + 1, ",
-            "cancel_requested = 0 WHERE seq = ?5 RETURNING ",
-            job_cols!()
-        ))
+        .prepare_cached(
+            "UPDATE jobs SET state = 'active', lease_token = ?1, lease_expires_at = ?2, started_at = ?3, \
+             worker_id = ?4, attempts_made = attempts_made + 1, attempt_seq = attempt_seq + 1, \
+             cancel_requested = 0 WHERE seq = ?5",
+        )
         .db()?;
+    let mut read = ctx.conn.prepare_cached(concat!("SELECT ", job_cols!(), " FROM jobs WHERE seq = ?1")).db()?;
     for (_, _, seq) in picked {
         let lease_token = LeaseToken::generate();
-        let job = activate.query_row(params![lease_token.0, expires.0, now.0, p.worker_id, seq], rows::job).db()?;
+        activate.execute(params![lease_token.0, expires.0, now.0, p.worker_id, seq]).db()?;
+        let job = read.query_row([seq], rows::job).db()?;
         ctx.event(|| {
             PendingEvent::job(EventKind::Active, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
         });

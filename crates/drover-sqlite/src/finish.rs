@@ -41,19 +41,18 @@ pub(crate) fn finish(ctx: &mut Ctx<'_>, items: Vec<JobFinish>) -> StoreResult<Ve
     Ok(out)
 }
 
-/// A completion: one statement checks the lease and ends the job.
+/// A completion: check the lease, end the job.
 fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: Value) -> StoreResult<StoreResult<Finished>> {
     let now = ctx.now();
+    let result = to_json(&value);
     let row = ctx
         .conn
         .prepare_cached(
-            "UPDATE jobs SET state = CASE cancel_requested WHEN 0 THEN 'completed' ELSE 'cancelled' END, \
-             result = ?1, finished_at = ?2, lease_token = NULL, lease_expires_at = NULL \
-             WHERE id = ?3 AND lease_token = ?4 AND state = 'active' \
-             RETURNING seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested",
+            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested FROM jobs \
+             WHERE id = ?1 AND lease_token = ?2 AND state = 'active'",
         )
         .db()?
-        .query_row(params![to_json(&value), now.0, id.as_str(), lease], |r| {
+        .query_row(params![id.as_str(), lease], |r| {
             Ok((
                 Ending {
                     seq: r.get(0)?,
@@ -74,6 +73,14 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: Value) -> StoreRes
     } else {
         (JobState::Completed, AttemptOutcome::Completed, EventKind::Completed)
     };
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?1, result = ?2, finished_at = ?3, lease_token = NULL, lease_expires_at = NULL \
+             WHERE seq = ?4",
+        )
+        .db()?
+        .execute(params![state.as_str(), result, now.0, ending.seq])
+        .db()?;
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value));
     Ok(Ok(Finished { state, run_at: None }))

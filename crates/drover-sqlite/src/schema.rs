@@ -19,6 +19,9 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BUSY_TIMEOUT_MS: i64 = BUSY_TIMEOUT.as_millis() as i64;
 
+/// The writer's page cache, in KiB (negative: SQLite's unit for KiB).
+const WRITER_CACHE_KIB: i64 = -65_536;
+
 /// Prepared statements kept per connection; the store uses a few dozen.
 const STATEMENT_CACHE: usize = 128;
 
@@ -45,6 +48,9 @@ pub(crate) fn open_writer(path: &Path, sync: Synchronous, wal_limit_bytes: u64) 
     // not leave a huge file behind.
     set_checked(&conn, "journal_size_limit", i64::try_from(wal_limit_bytes).unwrap_or(i64::MAX))?;
     set_checked(&conn, "temp_store", 2)?;
+    // The default 2 MB page cache makes the writer re-read index pages from
+    // the OS on every claim once the ready set outgrows it.
+    set_checked(&conn, "cache_size", WRITER_CACHE_KIB)?;
     migrate(&conn)?;
     Ok(conn)
 }
