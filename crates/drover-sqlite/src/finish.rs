@@ -28,10 +28,10 @@ struct Ending {
 }
 
 /// [`drover_store::Store::job_finish_many`].
-pub(crate) fn finish(ctx: &mut Ctx<'_>, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
+pub(crate) fn finish(ctx: &mut Ctx<'_>, items: &[JobFinish]) -> StoreResult<Vec<StoreResult<Finished>>> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let result = match item.outcome {
+        let result = match &item.outcome {
             FinishOutcome::Complete(value) => complete(ctx, &item.id, item.lease_token.0, value)?,
             FinishOutcome::Fail(report) => fail(ctx, &item.id, item.lease_token.0, Some(report))?,
             FinishOutcome::Release => fail(ctx, &item.id, item.lease_token.0, None)?,
@@ -42,9 +42,9 @@ pub(crate) fn finish(ctx: &mut Ctx<'_>, items: Vec<JobFinish>) -> StoreResult<Ve
 }
 
 /// A completion: check the lease, end the job.
-fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: Value) -> StoreResult<StoreResult<Finished>> {
+fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreResult<StoreResult<Finished>> {
     let now = ctx.now();
-    let result = to_json(&value);
+    let result = to_json(value);
     let row = ctx
         .conn
         .prepare_cached(
@@ -82,7 +82,7 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: Value) -> StoreRes
         .execute(params![state.as_str(), result, now.0, ending.seq])
         .db()?;
     append_attempt(ctx, &ending, now, outcome, None)?;
-    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value));
+    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value.clone()));
     Ok(Ok(Finished { state, run_at: None }))
 }
 
@@ -92,7 +92,7 @@ fn fail(
     ctx: &mut Ctx<'_>,
     id: &JobId,
     lease: i64,
-    report: Option<drover_core::FailureReport>,
+    report: Option<&drover_core::FailureReport>,
 ) -> StoreResult<StoreResult<Finished>> {
     let now = ctx.now();
     let row = ctx
@@ -126,7 +126,7 @@ fn fail(
     let Some(report) = report else {
         return release(ctx, id, ending, attempts_made, cancel_requested).map(Ok);
     };
-    let decision = decide_failure(&report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
+    let decision = decide_failure(report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
     // (state, attempts_made, run_at, outcome, event)
     let (state, attempts, run_at, outcome, kind) = match decision {
         _ if cancel_requested => {

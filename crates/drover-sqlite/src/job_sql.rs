@@ -14,68 +14,117 @@ use drover_store::{
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-/// A validated spec, serialized on the caller's task so the writer only binds.
-pub(crate) struct NewJob {
-    /// The job as it will read back; the writer fills in times and state.
-    job: Job,
+/// A validated spec as the writer binds it, serialized on the caller's task.
+pub(crate) struct NewRow {
+    id: String,
+    queue: String,
+    name: String,
     payload: String,
+    priority: i32,
+    max_attempts: u32,
     backoff: String,
+    timeout_ms: Option<u64>,
+    max_stalls: u32,
+    unique_key: Option<String>,
+    rate_limit_key: Option<String>,
+    parent_id: Option<String>,
+    batch_id: Option<String>,
     tags: Option<String>,
     delay_ms: Option<u64>,
     run_at: Option<Timestamp>,
 }
 
-/// Validates and serializes specs; the first bad spec fails the whole call.
-pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<Vec<NewJob>> {
+/// What the writer did with one [`NewRow`].
+pub(crate) enum InsertOutcome {
+    /// Inserted at `now`, running first at `run_at`, in `state`.
+    New { now: Timestamp, run_at: Timestamp, state: JobState },
+    /// The id existed: the stored job.
+    Duplicate(Box<Job>),
+}
+
+/// Validates specs (the first bad one fails the whole call) and splits each
+/// into the job the caller will get back and the row the writer binds, so
+/// that the writer neither serializes nor builds jobs.
+pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<NewRow>)> {
     for spec in &specs {
         spec.validate()?;
     }
-    Ok(specs
-        .into_iter()
-        .map(|spec| NewJob {
+    let mut jobs = Vec::with_capacity(specs.len());
+    let mut rows = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let id = spec.id.unwrap_or_else(JobId::generate);
+        rows.push(NewRow {
+            id: id.as_str().to_owned(),
+            queue: spec.queue.clone(),
+            name: spec.name.clone(),
             payload: to_json(&spec.payload),
+            priority: spec.priority,
+            max_attempts: spec.max_attempts,
             backoff: to_json(&spec.backoff),
+            timeout_ms: spec.timeout_ms,
+            max_stalls: spec.max_stalls,
+            unique_key: spec.unique_key.clone(),
+            rate_limit_key: spec.rate_limit_key.clone(),
+            parent_id: spec.parent_id.as_ref().map(|p| p.as_str().to_owned()),
+            batch_id: spec.batch_id.clone(),
             tags: (!spec.tags.is_empty()).then(|| to_json(&spec.tags)),
             delay_ms: spec.delay_ms,
             run_at: spec.run_at,
-            job: Job {
-                id: spec.id.unwrap_or_else(JobId::generate),
-                queue: spec.queue,
-                name: spec.name,
-                payload: spec.payload,
-                state: JobState::Waiting,
-                priority: spec.priority,
-                attempts_made: 0,
-                max_attempts: spec.max_attempts,
-                backoff: spec.backoff,
-                timeout_ms: spec.timeout_ms,
-                stalls: 0,
-                max_stalls: spec.max_stalls,
-                progress: Progress::default(),
-                result: None,
-                error: None,
-                unique_key: spec.unique_key,
-                rate_limit_key: spec.rate_limit_key,
-                parent_id: spec.parent_id,
-                batch_id: spec.batch_id,
-                tags: spec.tags,
-                created_at: Timestamp(0),
-                run_at: Timestamp(0),
-                started_at: None,
-                finished_at: None,
-                worker_id: None,
-                lease_expires_at: None,
-                cancel_requested: false,
-                attempts: Vec::new(),
-            },
+        });
+        jobs.push(Job {
+            id,
+            queue: spec.queue,
+            name: spec.name,
+            payload: spec.payload,
+            state: JobState::Waiting,
+            priority: spec.priority,
+            attempts_made: 0,
+            max_attempts: spec.max_attempts,
+            backoff: spec.backoff,
+            timeout_ms: spec.timeout_ms,
+            stalls: 0,
+            max_stalls: spec.max_stalls,
+            progress: Progress::default(),
+            result: None,
+            error: None,
+            unique_key: spec.unique_key,
+            rate_limit_key: spec.rate_limit_key,
+            parent_id: spec.parent_id,
+            batch_id: spec.batch_id,
+            tags: spec.tags,
+            created_at: Timestamp(0),
+            run_at: Timestamp(0),
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            attempts: Vec::new(),
+        });
+    }
+    Ok((jobs, rows))
+}
+
+/// Joins the caller's jobs with the writer's outcomes, in input order.
+pub(crate) fn assemble_inserted(jobs: Vec<Job>, outcomes: Vec<InsertOutcome>) -> Vec<Inserted> {
+    jobs.into_iter()
+        .zip(outcomes)
+        .map(|(mut job, outcome)| match outcome {
+            InsertOutcome::New { now, run_at, state } => {
+                job.created_at = now;
+                job.run_at = run_at;
+                job.state = state;
+                Inserted { job, duplicate: false }
+            }
+            InsertOutcome::Duplicate(existing) => Inserted { job: *existing, duplicate: true },
         })
-        .collect())
+        .collect()
 }
 
 /// [`drover_store::Store::job_insert_many`].
-pub(crate) fn insert(ctx: &mut Ctx<'_>, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<InsertOutcome>> {
     let now = ctx.now();
-    let mut out = Vec::with_capacity(jobs.len());
+    let mut out = Vec::with_capacity(rows.len());
     let mut insert = ctx
         .conn
         .prepare_cached(
@@ -85,48 +134,50 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, jobs: Vec<NewJob>) -> StoreResult<Vec<In
              ON CONFLICT (id) DO NOTHING",
         )
         .db()?;
-    for new in jobs {
-        let NewJob { mut job, payload, backoff, tags, delay_ms, run_at } = new;
-        job.created_at = now;
-        job.run_at = match (run_at, delay_ms) {
+    for row in rows {
+        let run_at = match (row.run_at, row.delay_ms) {
             (Some(at), _) => at,
             (None, Some(delay)) => now.plus_ms(delay as i64),
             (None, None) => now,
         };
-        job.state = if job.run_at > now { JobState::Delayed } else { JobState::Waiting };
+        let state = if run_at > now { JobState::Delayed } else { JobState::Waiting };
         let changed = insert
             .execute(params![
-                job.id.as_str(),
-                job.queue,
-                job.name,
-                payload,
-                job.state.as_str(),
-                job.priority,
-                job.max_attempts,
-                backoff,
-                job.timeout_ms,
-                job.max_stalls,
-                job.unique_key,
-                job.rate_limit_key,
-                job.parent_id.as_ref().map(JobId::as_str),
-                job.batch_id,
-                tags,
+                row.id,
+                row.queue,
+                row.name,
+                row.payload,
+                state.as_str(),
+                row.priority,
+                row.max_attempts,
+                row.backoff,
+                row.timeout_ms,
+                row.max_stalls,
+                row.unique_key,
+                row.rate_limit_key,
+                row.parent_id,
+                row.batch_id,
+                row.tags,
                 now.0,
-                job.run_at.0,
+                run_at.0,
             ])
             .db()?;
         if changed == 0 {
-            let existing = job_query::get(ctx.conn, &job.id)?
-                .ok_or_else(|| StoreError::Backend(format!("job {} conflicted but cannot be read", job.id)))?;
-            out.push(Inserted { job: existing, duplicate: true });
+            let id = JobId::from_trusted(row.id.clone());
+            let existing = job_query::get(ctx.conn, &id)?
+                .ok_or_else(|| StoreError::Backend(format!("job {id} conflicted but cannot be read")))?;
+            out.push(InsertOutcome::Duplicate(Box::new(existing)));
             continue;
         }
-        let kind = if job.state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
-        ctx.event(|| PendingEvent::job(kind, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        if ctx.wants_events() {
+            let kind = if state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+            let id = JobId::from_trusted(row.id.clone());
+            ctx.event(|| PendingEvent::job(kind, &id, &row.queue, row.batch_id.as_deref(), now, Value::Null));
+        }
         // Delayed jobs count too: a fetcher sleeping until the next due time
         // must learn of an earlier one.
         ctx.ready = true;
-        out.push(Inserted { job, duplicate: false });
+        out.push(InsertOutcome::New { now, run_at, state });
     }
     Ok(out)
 }
@@ -206,10 +257,12 @@ pub(crate) fn log_append(ctx: &mut Ctx<'_>, p: &JobLogAppend) -> StoreResult<()>
 
 /// [`drover_store::Store::job_event_emit`]: checks the lease, then queues
 /// the event for after commit.
-pub(crate) fn event_emit(ctx: &mut Ctx<'_>, p: JobEventEmit) -> StoreResult<()> {
+pub(crate) fn event_emit(ctx: &mut Ctx<'_>, p: &JobEventEmit) -> StoreResult<()> {
     let (_, queue, batch_id) = leased(ctx, &p.id, p.lease_token)?;
     let now = ctx.now();
-    ctx.event(|| PendingEvent::job(EventKind::Custom(p.kind), &p.id, &queue, batch_id.as_deref(), now, p.data));
+    ctx.event(|| {
+        PendingEvent::job(EventKind::Custom(p.kind.clone()), &p.id, &queue, batch_id.as_deref(), now, p.data.clone())
+    });
     Ok(())
 }
 

@@ -166,6 +166,9 @@ pub struct WriterStats {
     pub commands: u64,
     /// Batches whose `BEGIN` or `COMMIT` failed (every caller got the error).
     pub failed_batches: u64,
+    /// Batches run a second time, each command in its own savepoint,
+    /// because a command failed.
+    pub isolated_batches: u64,
 }
 
 /// The SQLite [`Store`]. See the crate docs for its design.
@@ -225,6 +228,7 @@ impl SqliteStore {
             batches: c.batches.load(Relaxed),
             commands: c.commands.load(Relaxed),
             failed_batches: c.failed_batches.load(Relaxed),
+            isolated_batches: c.isolated_batches.load(Relaxed),
         }
     }
 
@@ -262,8 +266,9 @@ impl Store for SqliteStore {
         if specs.is_empty() {
             return Ok(Vec::new());
         }
-        let jobs = job_sql::prepare_insert(specs)?;
-        self.writer.call(|reply| Command::JobInsert { jobs, reply }).await
+        let (jobs, rows) = job_sql::prepare_insert(specs)?;
+        let outcomes = self.writer.call(|reply| Command::JobInsert { rows, reply }).await?;
+        Ok(job_sql::assemble_inserted(jobs, outcomes))
     }
 
     async fn job_get(&self, id: &JobId) -> StoreResult<Option<Job>> {

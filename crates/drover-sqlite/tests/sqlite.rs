@@ -131,6 +131,7 @@ async fn bad_command_in_a_batch_fails_alone() {
     assert_eq!(after.commands - before.commands, 21);
     assert!(after.batches - before.batches <= 2, "commands were group-committed: {before:?} -> {after:?}");
     assert_eq!(after.failed_batches, 0);
+    assert!(after.isolated_batches > before.isolated_batches, "the failing batch was re-run with savepoints");
 
     for (i, result) in results.iter().enumerate() {
         if i == 10 {
