@@ -1,0 +1,118 @@
+//! [`Client`]: the Rust door to Drover.
+
+use crate::events::{EventFilter, EventStream};
+use crate::handler::Job;
+use crate::{Error, Result};
+use drover_core::{JobId, JobSpec, LogEntry};
+use drover_sqlite::{SqliteOptions, SqliteStore};
+use drover_store::{CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, Store};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Enqueues and inspects jobs. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client over any store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// A client over a SQLite file (created with its schema if missing),
+    /// durable on power loss (`synchronous=FULL`).
+    pub async fn open_sqlite(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::new(Arc::new(open_sqlite_store(path.as_ref(), SqliteOptions::default()).await?)))
+    }
+
+    /// The store underneath, for operations the client does not wrap.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Enqueues one job. Returns the existing job, `duplicate: true`, when a
+    /// job with the same id exists.
+    pub async fn enqueue(&self, spec: JobSpec) -> Result<Inserted> {
+        let mut inserted = self.enqueue_many(vec![spec]).await?;
+        Ok(inserted.remove(0))
+    }
+
+    /// Enqueues a typed job with its defaults ([`Job::spec`]).
+    pub async fn enqueue_job<J: Job>(&self, job: &J) -> Result<Inserted> {
+        self.enqueue(job.spec()?).await
+    }
+
+    /// Enqueues many jobs in one transaction: all or none.
+    pub async fn enqueue_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Inserted>> {
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate().map_err(|e| Error::Invalid {
+                field: if specs.len() == 1 { e.field.to_owned() } else { format!("jobs[{i}].{}", e.field) },
+                message: e.message,
+            })?;
+        }
+        Ok(self.store.job_insert_many(specs).await?)
+    }
+
+    /// One job with its attempt history.
+    pub async fn get(&self, id: &JobId) -> Result<Option<drover_core::Job>> {
+        Ok(self.store.job_get(id).await?)
+    }
+
+    /// Jobs matching filters, newest first, a page at a time.
+    pub async fn list(&self, params: JobListParams) -> Result<JobPage> {
+        Ok(self.store.job_list(params).await?)
+    }
+
+    /// Cancels a job: at once if it is not running, else its handler is told.
+    pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
+        Ok(self.store.job_cancel(id).await?)
+    }
+
+    /// Retries a `failed` or `cancelled` job with a fresh attempt budget.
+    pub async fn retry(&self, id: &JobId) -> Result<drover_core::Job> {
+        Ok(self.store.job_retry(id).await?)
+    }
+
+    /// A job's log lines, oldest first (up to 1,000 after the first `after`).
+    pub async fn logs(&self, id: &JobId, after: u64) -> Result<Vec<LogEntry>> {
+        Ok(self.store.job_log_list(id, after, 1_000).await?)
+    }
+
+    /// Every queue with its counts.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        Ok(self.store.queue_list().await?)
+    }
+
+    /// Pauses a queue: its jobs stay `waiting` until it is resumed.
+    pub async fn pause(&self, queue: &str) -> Result<QueueInfo> {
+        Ok(self.store.queue_pause_set(queue, true).await?)
+    }
+
+    /// Resumes a paused queue.
+    pub async fn resume(&self, queue: &str) -> Result<QueueInfo> {
+        Ok(self.store.queue_pause_set(queue, false).await?)
+    }
+
+    /// Lifecycle and handler-defined events that pass `filter`, from now on.
+    pub fn subscribe(&self, filter: EventFilter) -> EventStream {
+        EventStream::new(self.store.events(), filter)
+    }
+}
+
+/// Opens a SQLite store off the async threads (opening runs migrations and
+/// reads pragmas back, which is blocking file I/O).
+pub async fn open_sqlite_store(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+    let path = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || SqliteStore::open(path, options))
+        .await
+        .map_err(|e| drover_store::StoreError::Backend(format!("opening the store panicked: {e}")))?;
+    Ok(opened?)
+}
