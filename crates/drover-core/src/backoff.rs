@@ -143,7 +143,9 @@ mod tests {
 
     #[test]
     fn wire_format() {
-        let b: Backoff = serde_json::from_str(r#"{"type":"exponential","delay_ms":2000,"max_delay_ms":3600000,"jitter":0.2}"#).unwrap();
+        let b: Backoff =
+            serde_json::from_str(r#"{"type":"exponential","delay_ms":2000,"max_delay_ms":3600000,"jitter":0.2}"#)
+                .unwrap();
         assert_eq!(b, Backoff::exponential(2_000).jitter(0.2));
         assert!(serde_json::from_str::<Backoff>(r#"{"type":"linear","delay_ms":1}"#).is_err());
     }

@@ -88,7 +88,9 @@ impl EventKind {
         }
         let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if !ok(prefix) || !ok(rest) || name.len() > 128 {
-            return Err("event type may contain only letters, digits and _ - . around one colon (128 bytes at most)".into());
+            return Err(
+                "event type may contain only letters, digits and _ - . around one colon (128 bytes at most)".into()
+            );
         }
         Ok(())
     }

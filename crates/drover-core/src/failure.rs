@@ -108,8 +108,14 @@ mod tests {
     fn retries_until_attempts_run_out() {
         let backoff = Backoff::exponential(100);
         let report = FailureReport::retryable(JobError::new("boom"));
-        assert_eq!(decide_failure(&report, 1, 3, &backoff, NOW, 0.5), FailureDecision::Retry { run_at: NOW.plus_ms(100) });
-        assert_eq!(decide_failure(&report, 2, 3, &backoff, NOW, 0.5), FailureDecision::Retry { run_at: NOW.plus_ms(200) });
+        assert_eq!(
+            decide_failure(&report, 1, 3, &backoff, NOW, 0.5),
+            FailureDecision::Retry { run_at: NOW.plus_ms(100) }
+        );
+        assert_eq!(
+            decide_failure(&report, 2, 3, &backoff, NOW, 0.5),
+            FailureDecision::Retry { run_at: NOW.plus_ms(200) }
+        );
         assert_eq!(decide_failure(&report, 3, 3, &backoff, NOW, 0.5), FailureDecision::Dead);
     }
 
@@ -132,7 +138,10 @@ mod tests {
     #[test]
     fn rate_limits_defer_even_on_last_attempt() {
         let report = FailureReport::rate_limited(JobError::new("429"), Duration::from_secs(5));
-        assert_eq!(decide_failure(&report, 3, 3, &Backoff::default(), NOW, 0.5), FailureDecision::Defer { run_at: NOW.plus_ms(5_000) });
+        assert_eq!(
+            decide_failure(&report, 3, 3, &Backoff::default(), NOW, 0.5),
+            FailureDecision::Defer { run_at: NOW.plus_ms(5_000) }
+        );
     }
 
     #[test]

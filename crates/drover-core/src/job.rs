@@ -246,7 +246,8 @@ mod tests {
     #[test]
     fn progress_wire_forms() {
         assert_eq!(serde_json::from_value::<Progress>(json!(42.5)).unwrap(), Progress::Percent(42.5));
-        let detailed: Progress = serde_json::from_value(json!({"total": 1000, "processed": 250, "failed": 3, "message": "rows"})).unwrap();
+        let detailed: Progress =
+            serde_json::from_value(json!({"total": 1000, "processed": 250, "failed": 3, "message": "rows"})).unwrap();
         assert_eq!(
             detailed,
             Progress::Detailed { total: Some(1000), processed: 250, failed: 3, message: Some("rows".into()) }

@@ -207,7 +207,9 @@ impl JobSpec {
             return Err(SpecError::new("timeout_ms", "must be positive"));
         }
         self.backoff.validate().map_err(|m| SpecError::new("backoff", m))?;
-        for (field, key) in [("unique_key", &self.unique_key), ("rate_limit_key", &self.rate_limit_key), ("batch_id", &self.batch_id)] {
+        for (field, key) in
+            [("unique_key", &self.unique_key), ("rate_limit_key", &self.rate_limit_key), ("batch_id", &self.batch_id)]
+        {
             if let Some(key) = key
                 && (key.is_empty() || key.len() > 255)
             {

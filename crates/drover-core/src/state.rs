@@ -73,17 +73,16 @@ impl fmt::Display for JobState {
 
 /// A state name that is not one of [`JobState::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job state `{0}` (expected one of waiting, delayed, waiting-children, active, completed, failed, cancelled)")]
+#[error(
+    "unknown job state `{0}` (expected one of waiting, delayed, waiting-children, active, completed, failed, cancelled)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for JobState {
     type Err = UnknownState;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_owned()))
+        JobState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 

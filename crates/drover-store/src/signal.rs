@@ -68,7 +68,14 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     /// An event about one job.
-    pub fn job(kind: EventKind, job_id: &JobId, queue: &str, batch_id: Option<&str>, at: Timestamp, data: Value) -> Self {
+    pub fn job(
+        kind: EventKind,
+        job_id: &JobId,
+        queue: &str,
+        batch_id: Option<&str>,
+        at: Timestamp,
+        data: Value,
+    ) -> Self {
         Self {
             kind,
             job_id: Some(job_id.clone()),
