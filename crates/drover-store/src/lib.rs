@@ -83,7 +83,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Errors: [`StoreError::LeaseLost`], [`StoreError::NotFound`].
     /// Events: `job:progress`.
-    async fn job_progress(&self, id: &JobId, lease_token: drover_core::LeaseToken, progress: drover_core::Progress) -> StoreResult<()>;
+    async fn job_progress(
+        &self,
+        id: &JobId,
+        lease_token: drover_core::LeaseToken,
+        progress: drover_core::Progress,
+    ) -> StoreResult<()>;
 
     /// Appends a line to an active job's log (lease required).
     ///
