@@ -6,9 +6,10 @@
 //! `max_batch`), and applies them all in one `BEGIN IMMEDIATE` transaction.
 //! One failing command rolls back alone and gets its own error: when a
 //! command fails, the batch is run again with each command inside its own
-//! savepoint (see `apply_batch` for why not always). Only after `COMMIT` are events published, the ready
-//! signal bumped and callers answered: nobody hears of a change that a crash
-//! could still undo. One fsync serves the whole batch.
+//! savepoint (see `apply_batch` for why not always). Only after `COMMIT`
+//! are events published, the ready signal bumped and callers answered:
+//! nobody hears of a change that a crash could still undo. One fsync serves
+//! the whole batch.
 
 use crate::error::store_error;
 use crate::{SqlitePragmas, claim, finish, job_sql, queue_sql};
@@ -47,7 +48,7 @@ pub(crate) enum Command {
     Pragmas { reply: Reply<SqlitePragmas> },
 }
 
-/// What a command's savepoint sees: the connection, the time, and the
+/// What a command sees while it runs: the connection, the time, and the
 /// side effects to release after commit.
 pub(crate) struct Ctx<'c> {
     /// The write connection, inside the batch's transaction.
