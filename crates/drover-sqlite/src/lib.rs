@@ -40,6 +40,7 @@ mod queue_sql;
 mod reader;
 mod rows;
 mod schema;
+mod sync;
 mod writer;
 
 use async_trait::async_trait;
@@ -63,8 +64,13 @@ pub const DEFAULT_FILE_NAME: &str = "drover.sqlite3";
 /// How hard SQLite works to make a commit survive a power cut.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Synchronous {
-    /// fsync the WAL at every commit: a commit that returned survives power
-    /// loss. The default.
+    /// Every commit that returned survives power loss: the WAL is fsynced
+    /// after the commit and before the caller is answered. The default.
+    ///
+    /// This is SQLite's `synchronous=FULL` guarantee, but the fsync runs on
+    /// a thread of its own (the sync lane) while the writer executes the next
+    /// batch, so the connection itself runs with `synchronous=NORMAL`. See
+    /// `docs/decisions/0002-sqlite-sync-lane.md`.
     #[default]
     Full,
     /// fsync only at checkpoints: much faster; a power cut (not a crash of
@@ -75,10 +81,8 @@ pub enum Synchronous {
 impl Synchronous {
     /// The value of `PRAGMA synchronous`.
     pub(crate) fn pragma_value(self) -> i64 {
-        match self {
-            Synchronous::Full => 2,
-            Synchronous::Normal => 1,
-        }
+        // FULL's fsync is done by the sync lane, not inside COMMIT.
+        1
     }
 }
 
@@ -147,8 +151,12 @@ impl SqliteOptions {
 pub struct SqlitePragmas {
     /// `wal`.
     pub journal_mode: String,
-    /// 2 for FULL, 1 for NORMAL.
+    /// The connection's `PRAGMA synchronous`: 1 (NORMAL) in both modes;
+    /// under [`Synchronous::Full`] the sync lane fsyncs every commit.
     pub synchronous: i64,
+    /// True when every durable commit is fsynced before it is answered
+    /// ([`Synchronous::Full`]).
+    pub commit_fsync: bool,
     /// How long a connection waits on a lock.
     pub busy_timeout_ms: i64,
     /// 0: the writer checkpoints by itself.
@@ -181,6 +189,7 @@ pub struct SqliteStore {
     bus: Arc<EventBus>,
     ready: Arc<ReadySignal>,
     path: PathBuf,
+    synchronous: Synchronous,
 }
 
 impl SqliteStore {
@@ -210,9 +219,10 @@ impl SqliteStore {
             max_batch: options.max_batch,
             wal_limit_bytes: options.wal_limit_bytes,
             wal_path: wal_path.into(),
+            sync_lane: options.synchronous == Synchronous::Full,
         };
         let writer = Writer::spawn(conn, options.clock.clone(), bus.clone(), ready.clone(), config)?;
-        Ok(Self { writer, readers, clock: options.clock, bus, ready, path })
+        Ok(Self { writer, readers, clock: options.clock, bus, ready, path, synchronous: options.synchronous })
     }
 
     /// The database file.
@@ -234,7 +244,9 @@ impl SqliteStore {
 
     /// Reads back the writer connection's pragmas.
     pub async fn pragmas(&self) -> StoreResult<SqlitePragmas> {
-        self.writer.call(|reply| Command::Pragmas { reply }).await
+        let mut pragmas = self.writer.call(|reply| Command::Pragmas { reply }).await?;
+        pragmas.commit_fsync = self.synchronous == Synchronous::Full;
+        Ok(pragmas)
     }
 
     /// Applies every mutation already sent, stops the writer thread (after

@@ -111,6 +111,7 @@ pub(crate) fn pragmas(conn: &Connection) -> StoreResult<SqlitePragmas> {
     Ok(SqlitePragmas {
         journal_mode: conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).db()?,
         synchronous: int("synchronous")?,
+        commit_fsync: false,
         busy_timeout_ms: int("busy_timeout")?,
         wal_autocheckpoint: int("wal_autocheckpoint")?,
         user_version: int("user_version")?,

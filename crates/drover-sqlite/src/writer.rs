@@ -12,6 +12,7 @@
 //! the whole batch.
 
 use crate::error::store_error;
+use crate::sync::{Committed, SyncLane};
 use crate::{SqlitePragmas, claim, finish, job_sql, queue_sql};
 use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, Timestamp};
 use drover_store::{
@@ -96,6 +97,8 @@ pub(crate) struct WriterConfig {
     pub max_batch: usize,
     pub wal_limit_bytes: u64,
     pub wal_path: PathBuf,
+    /// Fsync the WAL before answering durable commands (`Synchronous::Full`).
+    pub sync_lane: bool,
 }
 
 /// The store's handle on the writer thread.
@@ -117,11 +120,13 @@ impl Writer {
     ) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let sync_lane = if config.sync_lane { Some(SyncLane::spawn(config.wal_path.clone(), bus.clone())?) } else { None };
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("drover-sqlite-writer".into())
             .spawn(move || {
                 let mut state = WriterThread {
+                    sync_lane,
                     checkpoint: Checkpointer::new(config.wal_path, config.wal_limit_bytes),
                     conn,
                     clock,
@@ -166,6 +171,8 @@ impl Drop for Writer {
 const IDLE: Duration = Duration::from_millis(500);
 
 struct WriterThread {
+    /// Present under `Synchronous::Full`: fsyncs and answers durable calls.
+    sync_lane: Option<SyncLane>,
     conn: Connection,
     clock: Arc<dyn Clock>,
     bus: Arc<EventBus>,
@@ -197,12 +204,18 @@ impl WriterThread {
             self.apply_batch(&mut batch);
         }
         self.checkpoint.idle(&self.conn);
+        if let Some(lane) = &mut self.sync_lane {
+            lane.shutdown();
+        }
     }
 
     fn apply_batch(&mut self, batch: &mut Vec<Command>) {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut calls: Vec<Box<dyn Pending>> = batch.drain(..).map(Command::into_pending).collect();
+        // Under the sync lane, commands that need no fsync are answered at
+        // commit; the rest wait for the lane.
+        let fast: Vec<bool> = calls.iter().map(|call| self.sync_lane.is_none() || !call.needs_fsync()).collect();
         let want_events = self.bus.has_subscribers();
         let mut ctx = Ctx {
             conn: &self.conn,
@@ -238,16 +251,27 @@ impl WriterThread {
         });
         match outcome {
             Ok(()) => {
-                // Events and the wake-up go out before the replies, so that a
-                // caller who sees its call return also finds its events.
-                if !events.is_empty() {
-                    self.bus.publish(events);
-                }
+                // The wake-up goes out at commit: a fetcher may claim a job
+                // whose insert is still being fsynced (a power cut would take
+                // both back together). Events go out before the replies, so
+                // that a caller who sees its call return also finds its events.
                 if ready {
                     self.ready.notify();
                 }
-                for call in calls {
-                    call.answer(None);
+                match &self.sync_lane {
+                    None => {
+                        if !events.is_empty() {
+                            self.bus.publish(events);
+                        }
+                        calls.into_iter().for_each(|call| call.answer(None));
+                    }
+                    Some(lane) => {
+                        let mut durable = Vec::with_capacity(calls.len());
+                        for (call, fast) in calls.into_iter().zip(fast) {
+                            if fast { call.answer(None) } else { durable.push(call) }
+                        }
+                        lane.send(Committed { calls: durable, events });
+                    }
                 }
                 self.checkpoint.after_commit(&self.conn);
             }
@@ -268,17 +292,21 @@ impl WriterThread {
 
 /// A command on its way through a batch: applied (perhaps twice, the first
 /// run rolled back), then answered once the batch's fate is known.
-trait Pending: Send {
+pub(crate) trait Pending: Send {
     /// Runs the command and keeps its result; true when it succeeded.
     fn apply(&mut self, ctx: &mut Ctx<'_>) -> bool;
     /// Replaces the kept result with an error.
     fn fail(&mut self, err: StoreError);
+    /// False for commands whose loss on a power cut only means a re-run
+    /// (claims, heartbeats, progress): answered before the fsync.
+    fn needs_fsync(&self) -> bool;
     /// Sends the kept result, or `commit_error` when the batch did not commit.
     fn answer(self: Box<Self>, commit_error: Option<&StoreError>);
 }
 
 struct Call<T, F> {
     run: F,
+    needs_fsync: bool,
     result: Option<StoreResult<T>>,
     reply: Reply<T>,
 }
@@ -293,6 +321,10 @@ impl<T: Send, F: FnMut(&mut Ctx<'_>) -> StoreResult<T> + Send> Pending for Call<
 
     fn fail(&mut self, err: StoreError) {
         self.result = Some(Err(err));
+    }
+
+    fn needs_fsync(&self) -> bool {
+        self.needs_fsync
     }
 
     fn answer(self: Box<Self>, commit_error: Option<&StoreError>) {
@@ -311,7 +343,16 @@ where
     T: Send + 'static,
     F: FnMut(&mut Ctx<'_>) -> StoreResult<T> + Send + 'static,
 {
-    Box::new(Call { run, result: None, reply })
+    Box::new(Call { run, needs_fsync: true, result: None, reply })
+}
+
+/// A command answered at commit, before the fsync (see [`Pending::needs_fsync`]).
+fn fast_call<T, F>(reply: Reply<T>, run: F) -> Box<dyn Pending>
+where
+    T: Send + 'static,
+    F: FnMut(&mut Ctx<'_>) -> StoreResult<T> + Send + 'static,
+{
+    Box::new(Call { run, needs_fsync: false, result: None, reply })
 }
 
 impl Command {
@@ -319,10 +360,10 @@ impl Command {
     fn into_pending(self) -> Box<dyn Pending> {
         match self {
             Command::JobInsert { rows, reply } => call(reply, move |c| job_sql::insert(c, &rows)),
-            Command::JobClaim { params, reply } => call(reply, move |c| claim::claim(c, &params)),
-            Command::JobHeartbeat { beats, reply } => call(reply, move |c| job_sql::heartbeat(c, &beats)),
+            Command::JobClaim { params, reply } => fast_call(reply, move |c| claim::claim(c, &params)),
+            Command::JobHeartbeat { beats, reply } => fast_call(reply, move |c| job_sql::heartbeat(c, &beats)),
             Command::JobProgress { id, lease_token, progress, reply } => {
-                call(reply, move |c| job_sql::progress(c, &id, lease_token, &progress))
+                fast_call(reply, move |c| job_sql::progress(c, &id, lease_token, &progress))
             }
             Command::JobLogAppend { params, reply } => call(reply, move |c| job_sql::log_append(c, &params)),
             Command::JobEventEmit { params, reply } => call(reply, move |c| job_sql::event_emit(c, &params)),

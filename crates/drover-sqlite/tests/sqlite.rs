@@ -19,14 +19,17 @@ async fn pragmas_read_back() {
     let full = open(&dir.path().join("full.db"), SqliteOptions::default());
     let p = full.pragmas().await.unwrap();
     assert_eq!(p.journal_mode, "wal");
-    assert_eq!(p.synchronous, 2, "FULL");
+    assert_eq!(p.synchronous, 1, "FULL fsyncs in the sync lane; the connection runs NORMAL");
+    assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
     assert_eq!(p.user_version, 1);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
-    assert_eq!(normal.pragmas().await.unwrap().synchronous, 1, "NORMAL");
+    let p = normal.pragmas().await.unwrap();
+    assert_eq!(p.synchronous, 1, "NORMAL");
+    assert!(!p.commit_fsync);
     normal.close().await;
 }
 
