@@ -120,7 +120,8 @@ impl Writer {
     ) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let sync_lane = if config.sync_lane { Some(SyncLane::spawn(config.wal_path.clone(), bus.clone())?) } else { None };
+        let sync_lane =
+            if config.sync_lane { Some(SyncLane::spawn(config.wal_path.clone(), bus.clone())?) } else { None };
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("drover-sqlite-writer".into())
