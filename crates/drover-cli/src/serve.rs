@@ -1,23 +1,29 @@
-//! `drover serve`. For now it opens the store and runs maintenance (lease
-//! rescue, promotion of due jobs) until SIGINT/SIGTERM; the HTTP API lands
-//! with the next milestone (issue 3).
+//! `drover serve`: opens the store, runs maintenance, and serves the HTTP
+//! API until SIGINT/SIGTERM.
 
 use crate::cli::ServeArgs;
 use crate::database::DatabaseUrl;
-use drover::{Maintenance, MaintenanceConfig};
+use anyhow::Context;
+use drover::{Client, Maintenance, MaintenanceConfig};
+use drover_server::AppState;
 use drover_sqlite::Synchronous;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database)?;
     let store = url.open(Synchronous::Full).await?;
-    let maintenance = Maintenance::start(store, MaintenanceConfig::default());
-    tracing::info!(
-        store = %args.database,
-        listen = %args.listen,
-        "drover serve: store open, maintenance running; the HTTP API and dashboard are not built yet (press Ctrl-C to stop)"
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let maintenance = Maintenance::start(store.clone(), MaintenanceConfig::default());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // One line, on stdout, that scripts and tests can read for the address.
+    println!("drover listening on http://{addr} (store: {}; dashboard: http://{addr}/ — not built yet)", args.database);
+    if !addr.ip().is_loopback() {
+        tracing::warn!("listening beyond loopback with no API keys: anyone who can reach {addr} can use the API");
+    }
+    let state = AppState::new(Client::new(store));
+    drover_server::run(listener, state, shutdown_signal()).await.context("serving the API")?;
+    tracing::info!("stopped serving; finishing maintenance");
     maintenance.stop().await;
     Ok(())
 }

@@ -1,0 +1,25 @@
+//! `/healthz` (the process is up) and `/readyz` (the store answers).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    // Any store failure means "not ready", whatever its kind.
+    state.client.store().queue_list().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::new(ErrorCode::Unavailable, "the store is not reachable")
+    })?;
+    Ok(Json(json!({ "status": "ready" })))
+}
