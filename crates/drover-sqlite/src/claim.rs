@@ -3,7 +3,7 @@
 use crate::error::SqlResultExt;
 use crate::rows::{self, job_cols};
 use crate::writer::Ctx;
-use drover_core::{EventKind, LeaseToken};
+use drover_core::{EventKind, JobState, LeaseToken};
 use drover_store::{ClaimedJob, JobClaimParams, PendingEvent, StoreResult};
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
@@ -27,16 +27,37 @@ pub(crate) fn promote(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
             .db()?;
         let n = moved.len() as u64;
         for (id, queue, batch_id) in moved {
+            ctx.counts.moved(&queue, JobState::Delayed, JobState::Waiting);
             let id = drover_core::JobId::from_trusted(id);
             ctx.event(|| PendingEvent::job(EventKind::Waiting, &id, &queue, batch_id.as_deref(), now, Value::Null));
         }
         n
     } else {
-        ctx.conn
+        // The counts need each moved job's queue; counting first also spares
+        // the update in the usual case, when nothing is due (this runs before
+        // every claim). Both read the same transaction, so they agree.
+        let due: Vec<(String, i64)> = ctx
+            .conn
+            .prepare_cached("SELECT queue, count(*) FROM jobs WHERE state = 'delayed' AND run_at <= ?1 GROUP BY queue")
+            .db()?
+            .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?
+            .collect::<rusqlite::Result<_>>()
+            .db()?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let n = ctx
+            .conn
             .prepare_cached("UPDATE jobs SET state = 'waiting' WHERE state = 'delayed' AND run_at <= ?1")
             .db()?
             .execute([now.0])
-            .db()? as u64
+            .db()? as u64;
+        for (queue, k) in &due {
+            ctx.counts.add(queue, JobState::Delayed, -k);
+            ctx.counts.add(queue, JobState::Waiting, *k);
+        }
+        n
     };
     if promoted > 0 {
         ctx.ready = true;
@@ -105,7 +126,8 @@ pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<Cl
     for (seq, mut job) in picked {
         let lease_token = LeaseToken::generate();
         activate.execute(params![lease_token.0, expires.0, now.0, p.worker_id, seq]).db()?;
-        job.state = drover_core::JobState::Active;
+        ctx.counts.moved(&job.queue, JobState::Waiting, JobState::Active);
+        job.state = JobState::Active;
         job.attempts_made += 1;
         job.started_at = Some(now);
         job.worker_id = Some(p.worker_id.clone());

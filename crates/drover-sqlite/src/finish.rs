@@ -81,6 +81,7 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         .db()?
         .execute(params![state.as_str(), result, now.0, ending.seq])
         .db()?;
+    ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value.clone()));
     Ok(Ok(Finished { state, run_at: None }))
@@ -154,6 +155,7 @@ fn fail(
         .db()?
         .execute(params![state.as_str(), attempts, run_at.map(|t| t.0), error, finished_at, ending.seq])
         .db()?;
+    ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, Some(&error))?;
     if run_at.is_some() {
         // A fetcher sleeping until the next due time may need to wake sooner.
@@ -192,6 +194,7 @@ fn release(
         .db()?
         .execute(params![state.as_str(), attempts, state.is_finished().then_some(now.0), ending.seq])
         .db()?;
+    ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.ready |= state == JobState::Waiting;
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
@@ -276,6 +279,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             .db()?
             .execute(params![state.as_str(), stalls, hand_back, error_json, finished_at, ending.seq])
             .db()?;
+        ctx.counts.moved(&ending.queue, JobState::Active, state);
         append_attempt(ctx, &ending, now, AttemptOutcome::Stalled, Some(&error_json))?;
         let batch = ending.batch_id.as_deref();
         ctx.event(|| {

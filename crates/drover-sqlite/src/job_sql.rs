@@ -174,6 +174,7 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
             let id = JobId::from_trusted(row.id.clone());
             ctx.event(|| PendingEvent::job(kind, &id, &row.queue, row.batch_id.as_deref(), now, Value::Null));
         }
+        ctx.counts.add(&row.queue, state, 1);
         // Delayed jobs count too: a fetcher sleeping until the next due time
         // must learn of an earlier one.
         ctx.ready = true;
@@ -315,6 +316,7 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<CancelOutcome
             id,
             now,
         )?;
+        ctx.counts.moved(&job.queue, state, JobState::Cancelled);
         ctx.event(|| {
             PendingEvent::job(EventKind::Cancelled, id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
         });
@@ -353,6 +355,7 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
         id,
         now,
     )?;
+    ctx.counts.moved(&job.queue, state, JobState::Waiting);
     ctx.event(|| PendingEvent::job(EventKind::Waiting, id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
     ctx.ready = true;
     Ok(job)

@@ -10,6 +10,7 @@
 //! | `finish` | finishes and stall rescues, with the attempt history |
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
+//! | `counts` | per-queue counts by state, kept by the writer per batch |
 //! | `rows` | rows to model types |
 //! | `error` | SQLite errors to [`StoreError`] |
 //!
@@ -32,6 +33,7 @@
 //! ```
 
 mod claim;
+mod counts;
 mod error;
 mod finish;
 mod job_query;

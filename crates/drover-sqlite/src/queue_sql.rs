@@ -18,7 +18,8 @@ pub(crate) fn get(conn: &Connection, name: &str) -> StoreResult<QueueInfo> {
         .db()?;
     let (paused, config) = stored.unwrap_or_default();
     let mut counts = StateCounts::default();
-    let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs WHERE queue = ?1 GROUP BY state").db()?;
+    // Kept by the writer per batch (see `counts`), so no scan of the jobs.
+    let mut stmt = conn.prepare_cached("SELECT state, n FROM queue_counts WHERE queue = ?1 AND n > 0").db()?;
     let mut found = stmt.query([name]).db()?;
     while let Some(row) = found.next().db()? {
         counts.add(rows::state(row, 0).db()?, row.get::<_, i64>(1).db()? as u64);
@@ -44,7 +45,9 @@ pub(crate) fn list(conn: &Connection) -> StoreResult<Vec<QueueInfo>> {
         info.config = rows::opt_json(row, 2).db()?.unwrap_or_default();
         queues.insert(name, info);
     }
-    let mut stmt = conn.prepare_cached("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state").db()?;
+    // Zero rows are queues whose jobs all moved on from a state; a queue
+    // appears only if it holds a job, as with a `GROUP BY` over the jobs.
+    let mut stmt = conn.prepare_cached("SELECT queue, state, n FROM queue_counts WHERE n > 0").db()?;
     let mut found = stmt.query([]).db()?;
     while let Some(row) = found.next().db()? {
         let name: &str = row.get_ref(0).db()?.as_str().map_err(rusqlite::Error::from).db()?;

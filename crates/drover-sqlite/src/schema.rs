@@ -10,7 +10,8 @@ use std::time::Duration;
 
 /// Migrations in order; migration `i` brings the schema to version `i + 1`,
 /// tracked in `PRAGMA user_version`. Never edit a released one: add a file.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_queue_counts.sql")];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

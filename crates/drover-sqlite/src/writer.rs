@@ -11,6 +11,7 @@
 //! nobody hears of a change that a crash could still undo. One fsync serves
 //! the whole batch.
 
+use crate::counts::CountDeltas;
 use crate::error::store_error;
 use crate::sync::{Committed, SyncLane};
 use crate::{SqlitePragmas, claim, finish, job_sql, queue_sql};
@@ -60,6 +61,9 @@ pub(crate) struct Ctx<'c> {
     want_events: bool,
     /// Something became claimable (or due earlier): bump the ready signal.
     pub ready: bool,
+    /// State changes per queue, written to `queue_counts` before `COMMIT`.
+    /// Every command that inserts a job or changes its state records it here.
+    pub counts: CountDeltas,
     /// A savepoint could not be rolled back: the batch must not commit.
     poisoned: bool,
 }
@@ -135,6 +139,7 @@ impl Writer {
                     ready,
                     max_batch: config.max_batch.max(1),
                     counters: thread_counters,
+                    counts: CountDeltas::default(),
                 };
                 state.run(rx);
             })
@@ -181,6 +186,8 @@ struct WriterThread {
     max_batch: usize,
     checkpoint: Checkpointer,
     counters: Arc<Counters>,
+    /// Kept between batches only to reuse its allocation; always empty there.
+    counts: CountDeltas,
 }
 
 impl WriterThread {
@@ -224,6 +231,7 @@ impl WriterThread {
             events: Vec::new(),
             want_events,
             ready: false,
+            counts: std::mem::take(&mut self.counts),
             poisoned: false,
         };
 
@@ -237,19 +245,25 @@ impl WriterThread {
             self.counters.isolated_batches.fetch_add(1, Ordering::Relaxed);
             ctx.events.clear();
             ctx.ready = false;
+            ctx.counts.clear();
             outcome = exec(ctx.conn, "ROLLBACK")
                 .and_then(|()| exec(ctx.conn, "BEGIN IMMEDIATE"))
                 .map_err(store_error)
                 .map(|()| calls.iter_mut().for_each(|call| apply_isolated(&mut ctx, call.as_mut())));
         }
-        let (events, ready, poisoned) = (ctx.events, ctx.ready, ctx.poisoned);
+        let (events, ready, poisoned, mut counts) = (ctx.events, ctx.ready, ctx.poisoned, ctx.counts);
         let outcome = outcome.and_then(|()| {
             if poisoned {
                 Err(StoreError::Backend("a savepoint could not be rolled back; the batch was abandoned".into()))
             } else {
-                exec(&self.conn, "COMMIT").map_err(store_error)
+                // The counts go in with the changes they describe, or not at all.
+                counts.flush(&self.conn).and_then(|()| exec(&self.conn, "COMMIT")).map_err(store_error)
             }
         });
+        // Whatever happened, nothing of this batch is left to count; the
+        // allocation is kept for the next one.
+        counts.clear();
+        self.counts = counts;
         match outcome {
             Ok(()) => {
                 // The wake-up goes out at commit: a fetcher may claim a job
@@ -388,6 +402,9 @@ impl Command {
 /// forgets the events and wake-up it had recorded.
 fn apply_isolated(ctx: &mut Ctx<'_>, call: &mut dyn Pending) {
     let (events_mark, ready_mark) = (ctx.events.len(), ctx.ready);
+    // A copy, only on this rare path, to forget the command's count changes
+    // if it rolls back.
+    let counts_mark = ctx.counts.clone();
     if let Err(e) = exec(ctx.conn, "SAVEPOINT cmd") {
         call.fail(store_error(e));
         return;
@@ -404,6 +421,7 @@ fn apply_isolated(ctx: &mut Ctx<'_>, call: &mut dyn Pending) {
     }
     ctx.events.truncate(events_mark);
     ctx.ready = ready_mark;
+    ctx.counts = counts_mark;
 }
 
 /// Runs a parameterless statement through the statement cache.

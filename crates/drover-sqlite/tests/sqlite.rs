@@ -23,7 +23,7 @@ async fn pragmas_read_back() {
     assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
-    assert_eq!(p.user_version, 1);
+    assert_eq!(p.user_version, 2);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
@@ -55,7 +55,7 @@ async fn reopen_keeps_data_and_does_not_rerun_migrations() {
 
     // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 1);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 2);
     let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
     assert_eq!(job.payload, json!({"k": 1}));
     // Dropping (not closing) must also stop the writer and release the file.
@@ -194,4 +194,142 @@ async fn wal_stays_bounded_under_constant_readers() {
     std::sync::Arc::into_inner(store).unwrap().close().await;
     let after_close = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     assert_eq!(after_close, 0, "close truncates the WAL");
+}
+
+/// Job counts as (queue, state, n), sorted.
+type Counts = Vec<(String, String, i64)>;
+
+/// The per-queue counts read from `queue_counts`, zero rows left out, and
+/// the same counted afresh from the jobs.
+fn counts_kept_and_counted(path: &std::path::Path) -> (Counts, Counts) {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let read = |sql: &str| -> Counts {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    (
+        read("SELECT queue, state, n FROM queue_counts WHERE n != 0 ORDER BY queue, state"),
+        read("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state"),
+    )
+}
+
+/// The writer keeps counts from in-memory deltas (migration 0002); after
+/// every kind of transition, including a batch that failed and was re-run
+/// with savepoints, and across a reopen, they must equal a `GROUP BY`.
+#[tokio::test]
+async fn queue_counts_match_a_group_by_after_a_mixed_workload() {
+    use drover_core::{FailureReport, JobError, ManualClock, Timestamp};
+    use drover_store::{FinishOutcome, JobClaimParams, JobFinish};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let clock = ManualClock::new(Timestamp(1_000_000));
+    let store = open(&path, SqliteOptions::default().clock(clock.clone()));
+    let claim = |queue: &str, max: u32| JobClaimParams {
+        queues: vec![queue.to_owned(), "b".to_owned()],
+        worker_id: "w".into(),
+        max,
+        lease_ms: 1_000,
+    };
+
+    // Inserts: waiting, delayed, and a duplicate that must not count.
+    let mut specs: Vec<JobSpec> = (0..30).map(|i| JobSpec::new(if i % 3 == 0 { "b" } else { "a" }, "n")).collect();
+    specs.extend((0..5).map(|_| JobSpec::new("a", "n").delay_ms(10_000)));
+    specs.push(JobSpec::new("a", "n").id(JobId::parse("fixed").unwrap()).attempts(1));
+    store.job_insert_many(specs).await.unwrap();
+    let dup = store.job_insert_many(vec![JobSpec::new("a", "n").id(JobId::parse("fixed").unwrap())]).await.unwrap();
+    assert!(dup[0].duplicate);
+
+    // Claims, then every kind of finish.
+    let claimed = store.job_claim(claim("a", 20)).await.unwrap();
+    assert_eq!(claimed.len(), 20);
+    let error = || JobError::new("boom");
+    let outcomes = [
+        FinishOutcome::Complete(json!(1)),
+        FinishOutcome::Fail(FailureReport::retryable(error())),
+        FinishOutcome::Fail(FailureReport::fatal(error())),
+        FinishOutcome::Fail(FailureReport::rate_limited(error(), Duration::from_secs(1))),
+        FinishOutcome::Release,
+    ];
+    let finishes: Vec<JobFinish> = claimed[..15]
+        .iter()
+        .zip(outcomes.iter().cycle())
+        .map(|(c, outcome)| JobFinish { id: c.job.id.clone(), lease_token: c.lease_token, outcome: outcome.clone() })
+        .collect();
+    store.job_finish_many(finishes).await.unwrap();
+
+    // A cancel request on an active job, a cancel at once, a manual retry.
+    store.job_cancel(&claimed[15].job.id).await.unwrap();
+    let waiting = store.job_list(JobListParams { state: Some(drover_core::JobState::Waiting), ..Default::default() });
+    let waiting = waiting.await.unwrap().items;
+    store.job_cancel(&waiting[0].id).await.unwrap();
+    store.job_retry(&waiting[0].id).await.unwrap();
+
+    // A failing command (the retry of a waiting job) sent together with a
+    // good one, so that they usually share a batch, which then runs again
+    // with savepoints: the good one's changes must count once.
+    let bad = store.job_retry(&waiting[1].id);
+    let good = store.job_insert_many(vec![JobSpec::new("c", "n")]);
+    let (bad, good) = tokio::join!(bad, good);
+    assert!(bad.is_err());
+    good.unwrap();
+
+    // Leases run out (rescue) and delayed jobs fall due (promote, via a claim).
+    clock.advance(Duration::from_secs(60));
+    let rescued = store.job_rescue_expired().await.unwrap();
+    assert!(!rescued.requeued.is_empty());
+    store.job_claim(claim("a", 3)).await.unwrap();
+    store.job_promote_due().await.unwrap();
+
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
+    // The store's own answer is the same.
+    let listed: i64 = store.queue_list().await.unwrap().iter().map(|q| q.counts.total() as i64).sum();
+    assert_eq!(listed, counted.iter().map(|(_, _, n)| n).sum::<i64>());
+    store.close().await;
+
+    // After a reopen, and more changes on top of the stored counts.
+    let store = open(&path, SqliteOptions::default().clock(clock.clone()));
+    let claimed = store.job_claim(claim("a", 4)).await.unwrap();
+    let done = claimed
+        .iter()
+        .map(|c| JobFinish {
+            id: c.job.id.clone(),
+            lease_token: c.lease_token,
+            outcome: FinishOutcome::Complete(json!(2)),
+        })
+        .collect();
+    store.job_finish_many(done).await.unwrap();
+    store.close().await;
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
+}
+
+/// A database written by schema version 1 (with no `queue_counts`) gets
+/// its counts from the jobs it already holds when migration 0002 runs.
+#[tokio::test]
+async fn migration_0002_counts_existing_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    store.job_insert_many((0..7).map(|_| JobSpec::new("q", "n")).collect()).await.unwrap();
+    store.job_insert_many(vec![JobSpec::new("r", "n").delay_ms(60_000)]).await.unwrap();
+    store.close().await;
+    {
+        // Back to what version 1 left: no table, the old index.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE queue_counts; CREATE INDEX jobs_queue_state ON jobs (queue, state); PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = open(&path, SqliteOptions::default());
+    assert_eq!(store.pragmas().await.unwrap().user_version, 2);
+    let q = store.queue_get("q").await.unwrap();
+    assert_eq!((q.counts.waiting, q.counts.total()), (7, 7));
+    assert_eq!(store.queue_get("r").await.unwrap().counts.delayed, 1);
+    store.close().await;
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
 }
