@@ -126,6 +126,7 @@ pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<Cl
     for (seq, mut job) in picked {
         let lease_token = LeaseToken::generate();
         activate.execute(params![lease_token.0, expires.0, now.0, p.worker_id, seq]).db()?;
+        ctx.leases.insert(lease_token, seq);
         ctx.counts.moved(&job.queue, JobState::Waiting, JobState::Active);
         job.state = JobState::Active;
         job.attempts_made += 1;

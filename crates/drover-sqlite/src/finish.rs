@@ -41,18 +41,61 @@ pub(crate) fn finish(ctx: &mut Ctx<'_>, items: &[JobFinish]) -> StoreResult<Vec<
     Ok(out)
 }
 
+/// Reads the row of job `id` if it is `active` under `lease`, with `read`,
+/// from a query selecting `cols` (whose last column must be `id`).
+///
+/// The writer remembers which row each of its leases went to
+/// ([`crate::writer::LeaseRows`]), so the row is found by `seq` and the id
+/// only compared; the `id` index is searched only when the writer does not
+/// know the lease (a restart) or the hint is stale.
+fn active_row<T>(
+    ctx: &mut Ctx<'_>,
+    id: &JobId,
+    lease: i64,
+    sql: [&str; 2],
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    let [by_seq, by_id] = sql;
+    if let Some(seq) = ctx.leases.take(lease) {
+        let found = ctx
+            .conn
+            .prepare_cached(by_seq)
+            .db()?
+            .query_row(params![seq, lease], |r| {
+                let id_col = r.as_ref().column_count() - 1;
+                if r.get_ref(id_col)?.as_str()? == id.as_str() { read(r).map(Some) } else { Ok(None) }
+            })
+            .optional()
+            .db()?
+            .flatten();
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    ctx.conn.prepare_cached(by_id).db()?.query_row(params![id.as_str(), lease], read).optional().db()
+}
+
+/// The two forms of a lookup of an active job under its lease (`?2`): by
+/// `seq` and by `id` (`?1`), selecting `$cols` and then `id`.
+macro_rules! active_sql {
+    ($cols:literal) => {
+        [
+            concat!("SELECT ", $cols, ", id FROM jobs WHERE seq = ?1 AND lease_token = ?2 AND state = 'active'"),
+            concat!("SELECT ", $cols, ", id FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'active'"),
+        ]
+    };
+}
+
 /// A completion: check the lease, end the job.
 fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreResult<StoreResult<Finished>> {
     let now = ctx.now();
     let result = to_json(value);
-    let row = ctx
-        .conn
-        .prepare_cached(
-            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested FROM jobs \
-             WHERE id = ?1 AND lease_token = ?2 AND state = 'active'",
-        )
-        .db()?
-        .query_row(params![id.as_str(), lease], |r| {
+    let row = active_row(
+        ctx,
+        id,
+        lease,
+        active_sql!("seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested"),
+        |r| {
             Ok((
                 Ending {
                     seq: r.get(0)?,
@@ -64,9 +107,8 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
                 },
                 r.get::<_, bool>(6)?,
             ))
-        })
-        .optional()
-        .db()?;
+        },
+    )?;
     let Some((ending, cancelled)) = row else { return Ok(Err(StoreError::LeaseLost(id.to_string()))) };
     let (state, outcome, kind) = if cancelled {
         (JobState::Cancelled, AttemptOutcome::Cancelled, EventKind::Cancelled)
@@ -96,14 +138,15 @@ fn fail(
     report: Option<&drover_core::FailureReport>,
 ) -> StoreResult<StoreResult<Finished>> {
     let now = ctx.now();
-    let row = ctx
-        .conn
-        .prepare_cached(
-            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
-             cancel_requested FROM jobs WHERE id = ?1 AND lease_token = ?2 AND state = 'active'",
-        )
-        .db()?
-        .query_row(params![id.as_str(), lease], |r| {
+    let row = active_row(
+        ctx,
+        id,
+        lease,
+        active_sql!(
+            "seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
+             cancel_requested"
+        ),
+        |r| {
             Ok((
                 Ending {
                     seq: r.get(0)?,
@@ -118,9 +161,8 @@ fn fail(
                 crate::rows::json::<Backoff>(r, 8)?,
                 r.get::<_, bool>(9)?,
             ))
-        })
-        .optional()
-        .db()?;
+        },
+    )?;
     let Some((ending, attempts_made, max_attempts, backoff, cancel_requested)) = row else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
@@ -230,11 +272,12 @@ fn append_attempt(
 /// [`drover_store::Store::job_rescue_expired`].
 pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
     let now = ctx.now();
-    let expired: Vec<(Ending, String, u32, u32, bool)> = ctx
+    let expired: Vec<(Ending, String, u32, u32, bool, i64)> = ctx
         .conn
         .prepare_cached(
             "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, id, stalls, max_stalls, \
-             cancel_requested FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 ORDER BY lease_expires_at",
+             cancel_requested, lease_token FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
+             ORDER BY lease_expires_at",
         )
         .db()?
         .query_map([now.0], |r| {
@@ -251,6 +294,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
                 r.get(7)?,
                 r.get(8)?,
                 r.get(9)?,
+                r.get(10)?,
             ))
         })
         .db()?
@@ -258,7 +302,9 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         .db()?;
 
     let mut report = RescueReport::default();
-    for (ending, id, stalls, max_stalls, cancel_requested) in expired {
+    for (ending, id, stalls, max_stalls, cancel_requested, lease) in expired {
+        // The lease ends here; its row hint would only take up room.
+        ctx.leases.take(lease);
         let id = JobId::from_trusted(id);
         let stalls = stalls + 1;
         let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {stalls})"));

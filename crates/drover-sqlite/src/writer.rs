@@ -64,6 +64,8 @@ pub(crate) struct Ctx<'c> {
     /// State changes per queue, written to `queue_counts` before `COMMIT`.
     /// Every command that inserts a job or changes its state records it here.
     pub counts: CountDeltas,
+    /// The row of each lease handed out, so a finish can skip the id index.
+    pub leases: &'c mut LeaseRows,
     /// A savepoint could not be rolled back: the batch must not commit.
     poisoned: bool,
 }
@@ -84,6 +86,38 @@ impl Ctx<'_> {
         if self.want_events {
             self.events.push(build());
         }
+    }
+}
+
+/// Which row each lease handed out by this writer belongs to: a finish
+/// presents the job's text id and its lease token, and finding the row by
+/// `seq` spares a lookup in the `id` index, one of the costliest steps of a
+/// finish.
+///
+/// Only a hint, never trusted: the row found through it must still hold
+/// that lease, be `active` and carry the presented id, else the finish
+/// looks the job up by id as before. So entries left behind (a claim whose
+/// batch rolled back, a lease lost to a rescue, a store reopened) cost
+/// nothing but memory, and the map is cleared if it ever grows past
+/// [`LeaseRows::LIMIT`].
+#[derive(Debug, Default)]
+pub(crate) struct LeaseRows(std::collections::HashMap<i64, i64>);
+
+impl LeaseRows {
+    /// Far more leases than a store has active at once.
+    const LIMIT: usize = 1 << 20;
+
+    /// Remembers that `lease` was handed out for row `seq`.
+    pub fn insert(&mut self, lease: LeaseToken, seq: i64) {
+        if self.0.len() >= Self::LIMIT {
+            self.0.clear();
+        }
+        self.0.insert(lease.0, seq);
+    }
+
+    /// The row `lease` was handed out for, forgotten (the lease is ending).
+    pub fn take(&mut self, lease: i64) -> Option<i64> {
+        self.0.remove(&lease)
     }
 }
 
@@ -140,6 +174,7 @@ impl Writer {
                     max_batch: config.max_batch.max(1),
                     counters: thread_counters,
                     counts: CountDeltas::default(),
+                    leases: LeaseRows::default(),
                 };
                 state.run(rx);
             })
@@ -188,6 +223,7 @@ struct WriterThread {
     counters: Arc<Counters>,
     /// Kept between batches only to reuse its allocation; always empty there.
     counts: CountDeltas,
+    leases: LeaseRows,
 }
 
 impl WriterThread {
@@ -232,6 +268,7 @@ impl WriterThread {
             want_events,
             ready: false,
             counts: std::mem::take(&mut self.counts),
+            leases: &mut self.leases,
             poisoned: false,
         };
 
