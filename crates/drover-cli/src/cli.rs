@@ -1,8 +1,9 @@
 //! Command-line arguments (see `shared/spec/cli.md`). Every flag also reads
 //! `DROVER_` + its name in upper snake case.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Durable background jobs: server, client and benchmark.
 #[derive(Debug, Parser)]
@@ -20,7 +21,310 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure enqueue, processing and latency against a store.
     Bench(BenchArgs),
+    /// Enqueue one job and print it as JSON.
+    Enqueue(EnqueueArgs),
+    /// List, inspect, retry, cancel and watch jobs.
+    Jobs(JobsArgs),
+    /// List queues with their counts; pause, resume and configure them.
+    Queues(QueuesArgs),
+    /// Bulk-enqueue jobs from a JSONL or CSV file, with a progress bar.
+    Import(ImportArgs),
 }
+
+/// How client commands reach a server and print what it answers.
+///
+/// Global to the subcommand tree, so `drover jobs --json list` and
+/// `drover jobs list --json` mean the same.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Base URL of the Drover server.
+    #[arg(long, global = true, env = "DROVER_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API key, sent as `Authorization: Bearer <key>`.
+    #[arg(long, global = true, env = "DROVER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of tables (the default when stdout is not a terminal).
+    #[arg(long, global = true, env = "DROVER_JSON")]
+    pub json: bool,
+    /// Give up on a request after this many milliseconds (event streams are
+    /// exempt: they only need to hear from the server once a minute).
+    #[arg(long, global = true, env = "DROVER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+}
+
+/// Options that shape each created job (`enqueue` and `import`).
+#[derive(Debug, Clone, Args)]
+pub struct JobOptions {
+    /// Lower runs first.
+    #[arg(long, env = "DROVER_PRIORITY", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Run no earlier than this many milliseconds from now.
+    #[arg(long, env = "DROVER_DELAY_MS")]
+    pub delay_ms: Option<u64>,
+    /// Attempts in all, first run included (server default: 3).
+    #[arg(long, env = "DROVER_ATTEMPTS")]
+    pub attempts: Option<u32>,
+}
+
+/// Arguments of `drover enqueue`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  drover enqueue emails send_welcome --payload '{\"user_id\": 7}' --priority -1")]
+pub struct EnqueueArgs {
+    /// Queue to add the job to.
+    pub queue: String,
+    /// Job type, which picks the handler.
+    pub name: String,
+    /// Handler input, as JSON (default: null).
+    #[arg(long, env = "DROVER_PAYLOAD", conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Read the handler input, as JSON, from this file (`-` for stdin).
+    #[arg(long, env = "DROVER_PAYLOAD_FILE")]
+    pub payload_file: Option<PathBuf>,
+    /// Job id; enqueueing an id that exists returns that job (`"duplicate": true`).
+    #[arg(long, env = "DROVER_ID")]
+    pub id: Option<String>,
+    /// Per-job options.
+    #[command(flatten)]
+    pub job: JobOptions,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// Arguments of `drover jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Which jobs command.
+    #[command(subcommand)]
+    pub command: JobsCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first, optionally filtered.
+    List(JobsListArgs),
+    /// Show one job with its attempts.
+    Show(JobIdArg),
+    /// Run a failed or cancelled job again, with its original attempt budget.
+    Retry(JobIdArg),
+    /// Cancel a job; an active job is asked to stop.
+    Cancel(JobIdArg),
+    /// Print a job's log lines.
+    Logs(JobIdArg),
+    /// Follow a job with a live progress bar until it ends.
+    ///
+    /// Exit status: 0 when the job completes, 3 when it fails, 4 when it is
+    /// cancelled, 1 on any other error. A dropped event stream is resumed
+    /// where it left off.
+    Watch(JobIdArg),
+}
+
+/// A job id argument.
+#[derive(Debug, Args)]
+pub struct JobIdArg {
+    /// The job's id.
+    pub id: String,
+}
+
+/// Arguments of `drover jobs list`.
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    /// Only jobs of this queue.
+    #[arg(long, env = "DROVER_QUEUE")]
+    pub queue: Option<String>,
+    /// Only jobs in this state.
+    #[arg(long, env = "DROVER_STATE")]
+    pub state: Option<StateArg>,
+    /// Only jobs of this type.
+    #[arg(long, env = "DROVER_NAME")]
+    pub name: Option<String>,
+    /// Jobs per page (1 to 1000; server default 50).
+    #[arg(long, env = "DROVER_LIMIT", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Start after this cursor, from a previous page's `next_cursor`.
+    #[arg(long, env = "DROVER_CURSOR")]
+    pub cursor: Option<String>,
+}
+
+/// A job state, as the API names it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    /// Ready to run.
+    Waiting,
+    /// Waiting for its run time.
+    Delayed,
+    /// Waiting for its children to finish.
+    WaitingChildren,
+    /// Running on a worker.
+    Active,
+    /// Finished successfully.
+    Completed,
+    /// Failed for good.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl StateArg {
+    /// The API's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateArg::Waiting => "waiting",
+            StateArg::Delayed => "delayed",
+            StateArg::WaitingChildren => "waiting-children",
+            StateArg::Active => "active",
+            StateArg::Completed => "completed",
+            StateArg::Failed => "failed",
+            StateArg::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Arguments of `drover queues`.
+#[derive(Debug, Args)]
+pub struct QueuesArgs {
+    /// Which queues command.
+    #[command(subcommand)]
+    pub command: QueuesCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover queues` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// List queues: paused or not, jobs per state, limits.
+    List,
+    /// Stop handing out the queue's jobs (running ones finish).
+    Pause(QueueNameArg),
+    /// Hand out the queue's jobs again.
+    Resume(QueueNameArg),
+    /// Change a queue's limits; settings not named keep their value.
+    #[command(after_help = "Examples:\n  drover queues set emails --concurrency 5 --rate-limit 100/60000\n  \
+                            drover queues set emails --concurrency none")]
+    Set(QueueSetArgs),
+    /// Retry every failed job of the queue.
+    RetryFailed(QueueNameArg),
+}
+
+/// A queue name argument.
+#[derive(Debug, Args)]
+pub struct QueueNameArg {
+    /// The queue's name.
+    pub queue: String,
+}
+
+/// Arguments of `drover queues set`.
+#[derive(Debug, Args)]
+pub struct QueueSetArgs {
+    /// The queue's name.
+    pub queue: String,
+    /// Most jobs of the queue active at once across all workers, or `none`.
+    #[arg(long, env = "DROVER_CONCURRENCY", value_parser = parse_concurrency)]
+    pub concurrency: Option<Limit<u32>>,
+    /// Most job starts per window, as `MAX/PER_MS` (e.g. `10/1000`), or `none`.
+    #[arg(long, env = "DROVER_RATE_LIMIT", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<Limit<(u32, u64)>>,
+}
+
+/// A limit to set, or `none` to remove it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit<T> {
+    /// Set this value.
+    To(T),
+    /// Remove the limit.
+    Unlimited,
+}
+
+fn parse_concurrency(s: &str) -> Result<Limit<u32>, String> {
+    if s == "none" {
+        return Ok(Limit::Unlimited);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Limit::To(n)),
+        _ => Err("expected a positive whole number or `none`".into()),
+    }
+}
+
+fn parse_rate_limit(s: &str) -> Result<Limit<(u32, u64)>, String> {
+    if s == "none" {
+        return Ok(Limit::Unlimited);
+    }
+    let err = || "expected MAX/PER_MS with both positive, e.g. 10/1000, or `none`".to_owned();
+    let (max, per) = s.split_once('/').ok_or_else(err)?;
+    match (max.trim().parse::<u32>(), per.trim().parse::<u64>()) {
+        (Ok(max), Ok(per)) if max > 0 && per > 0 => Ok(Limit::To((max, per))),
+        _ => Err(err()),
+    }
+}
+
+/// Arguments of `drover import`.
+#[derive(Debug, Args)]
+#[command(after_help = IMPORT_HELP)]
+pub struct ImportArgs {
+    /// Queue of the imported jobs (with `--specs`: where a line names none).
+    pub queue: String,
+    /// Job type of the imported jobs (with `--specs`: where a line names none).
+    pub name: String,
+    /// The file: `.jsonl`/`.ndjson` (one JSON value per line) or `.csv` (a header row, then one job per row).
+    #[arg(long, env = "DROVER_FILE")]
+    pub file: PathBuf,
+    /// Read the file as this format instead of going by its extension.
+    #[arg(long, env = "DROVER_FORMAT")]
+    pub format: Option<ImportFormat>,
+    /// JSONL only: each line is a whole job spec (the body of `POST /api/jobs`), not a payload.
+    #[arg(long, env = "DROVER_SPECS")]
+    pub specs: bool,
+    /// Jobs per request (1 to 10000); requests are also kept under the server's 1 MiB body limit.
+    #[arg(long, env = "DROVER_BATCH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    /// Give each job the id `PREFIX-LINE` (its line number in the file), so a
+    /// re-run after a failure skips the jobs that already landed.
+    #[arg(long, env = "DROVER_ID_PREFIX")]
+    pub id_prefix: Option<String>,
+    /// Per-job options, for every imported job (a `--specs` line's own values win).
+    #[command(flatten)]
+    pub job: JobOptions,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// File formats `drover import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// One JSON value per line; blank lines are skipped.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+const IMPORT_HELP: &str = "\
+Formats:
+  JSONL  Each non-blank line is one job's payload (any JSON value). With --specs,
+         each line is instead a job spec object with the fields of POST /api/jobs
+         (queue, name, payload, id, priority, delay_ms, attempts, ...); its queue
+         and name default to the <QUEUE> and <NAME> arguments. Payloads are never
+         guessed to be specs: a payload may well have a \"name\" field.
+  CSV    The first row names the columns; every other row becomes a payload
+         object keyed by those names, with every value a string (no guessing:
+         \"007\" stays \"007\").
+
+The whole file is checked before anything is sent: a line that is not valid
+JSON, a row with the wrong number of fields, or a job the server would refuse
+stops the import with its line number, and nothing is imported. Each request is
+all-or-nothing; if one fails midway, the jobs of earlier requests stay (use
+--id-prefix to make a re-run skip them).
+
+Examples:
+  drover import emails send_welcome --file users.jsonl
+  drover import emails send_welcome --file users.csv --batch 500 --id-prefix users-2026-01";
 
 /// Arguments of `drover serve`.
 #[derive(Debug, Args)]

@@ -1,21 +1,48 @@
 //! The `drover` binary: parses arguments and calls the libraries.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `cli` | every command's arguments (clap) |
+//! | `serve`, `bench`, `database` | the server and the in-process benchmark |
+//! | `client` | the HTTP client of the API, its event-stream parser, and output (tables or JSON) |
+//! | `commands` | the client commands: enqueue, jobs, queues, import |
 
 mod bench;
 mod cli;
+mod client;
+mod commands;
 mod database;
 mod serve;
 
 use clap::Parser;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        cli::Command::Serve(args) => serve::run(args).await,
-        cli::Command::Bench(args) => bench::run(args).await,
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
+    let outcome = match cli.command {
+        cli::Command::Serve(args) => done(serve::run(args).await),
+        cli::Command::Bench(args) => done(bench::run(args).await),
+        cli::Command::Enqueue(args) => done(commands::enqueue::run(args).await),
+        cli::Command::Jobs(args) => commands::jobs::run(args).await,
+        cli::Command::Queues(args) => done(commands::queues::run(args).await),
+        cli::Command::Import(args) => done(commands::import::run(args).await),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            // An API error already reads `error (409 invalid_state): ...`.
+            if error.downcast_ref::<client::ApiError>().is_some() && error.chain().count() == 1 {
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
