@@ -1,6 +1,7 @@
 //! The ends of attempts: finishes reported by workers, and rescues of
 //! attempts whose lease ran out. Both follow the pure rules of
-//! `drover_core::failure`, and both append one row to the attempt history.
+//! `drover_core::failure`, and both append one row to the attempt history,
+//! except a completion by the first attempt, which the job row records.
 //!
 //! Attempt numbers come from the job's `attempt_seq` counter, bumped at each
 //! claim and never handed back, so the history stays numbered in order even
@@ -124,7 +125,14 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         .execute(params![state.as_str(), result, now.0, ending.seq])
         .db()?;
     ctx.counts.moved(&ending.queue, JobState::Active, state);
-    append_attempt(ctx, &ending, now, outcome, None)?;
+    // A job completed by its first attempt keeps that attempt on its own
+    // row (started_at, finished_at, worker_id, state `completed`), which no
+    // later change touches: `completed` is final. Reads rebuild it (see
+    // `job_query::attempts_of`), and the history row, one more B-tree insert
+    // per job on the busiest path, is written only for every other ending.
+    if !(state == JobState::Completed && ending.attempt == 1) {
+        append_attempt(ctx, &ending, now, outcome, None)?;
+    }
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value.clone()));
     Ok(Ok(Finished { state, run_at: None }))
 }

@@ -3,7 +3,7 @@
 
 use crate::error::SqlResultExt;
 use crate::rows::{self, job_cols};
-use drover_core::{Attempt, Job, JobId, LogEntry, Timestamp};
+use drover_core::{Attempt, AttemptOutcome, Job, JobId, JobState, LogEntry, Timestamp};
 use drover_store::{JobListParams, JobPage, MAX_PAGE, StoreError, StoreResult};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -20,12 +20,35 @@ pub(crate) fn get(conn: &Connection, id: &JobId) -> StoreResult<Option<Job>> {
         .optional()
         .db()?;
     let Some((seq, mut job)) = found else { return Ok(None) };
-    job.attempts = attempts(conn, seq)?;
+    job.attempts = attempts_of(conn, seq, &job)?;
     Ok(Some(job))
 }
 
-/// A job's attempts, oldest first.
-pub(crate) fn attempts(conn: &Connection, seq: i64) -> StoreResult<Vec<Attempt>> {
+/// The attempt history of `job` (row `seq`), oldest first, including the
+/// attempt that `finish::complete` leaves on the row alone: a `completed`
+/// job with no history row was completed by its first attempt, and its row
+/// holds that attempt's times and worker. (Stores written before this rule
+/// have a history row for it, which is then read as before.)
+pub(crate) fn attempts_of(conn: &Connection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
+    let mut found = attempts(conn, seq)?;
+    if found.is_empty()
+        && job.state == JobState::Completed
+        && let Some(finished_at) = job.finished_at
+    {
+        found.push(Attempt {
+            attempt: 1,
+            started_at: job.started_at.unwrap_or(finished_at),
+            finished_at,
+            outcome: AttemptOutcome::Completed,
+            error: None,
+            worker_id: job.worker_id.clone(),
+        });
+    }
+    Ok(found)
+}
+
+/// A job's attempt history rows, oldest first; see [`attempts_of`].
+fn attempts(conn: &Connection, seq: i64) -> StoreResult<Vec<Attempt>> {
     conn.prepare_cached(
         "SELECT attempt, started_at, finished_at, outcome, error, worker_id FROM job_attempts \
          WHERE job_seq = ?1 ORDER BY attempt",

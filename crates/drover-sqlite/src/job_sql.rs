@@ -370,6 +370,6 @@ fn update_returning(ctx: &Ctx<'_>, sql: &str, id: &JobId, now: Timestamp) -> Sto
         .db()?
         .query_row(params![id.as_str(), now.0], |r| Ok((r.get::<_, i64>(0)?, rows::job(r)?)))
         .db()?;
-    job.attempts = job_query::attempts(ctx.conn, seq)?;
+    job.attempts = job_query::attempts_of(ctx.conn, seq, &job)?;
     Ok(job)
 }

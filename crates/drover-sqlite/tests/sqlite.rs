@@ -333,3 +333,40 @@ async fn migration_0002_counts_existing_jobs() {
     let (kept, counted) = counts_kept_and_counted(&path);
     assert_eq!(kept, counted);
 }
+
+/// A first-attempt completion writes no `job_attempts` row, yet `job_get`
+/// returns the same one-attempt history as a job whose history is stored.
+#[tokio::test]
+async fn first_attempt_completion_is_read_from_the_job_row() {
+    use drover_core::{AttemptOutcome, FailureReport, JobError};
+    use drover_store::{FinishOutcome, JobClaimParams, JobFinish};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    store.job_insert_many(vec![JobSpec::new("q", "n"), JobSpec::new("q", "n")]).await.unwrap();
+    let claim = || JobClaimParams { queues: vec!["q".into()], worker_id: "w1".into(), max: 2, lease_ms: 60_000 };
+    let claimed = store.job_claim(claim()).await.unwrap();
+    let (first, second) = (&claimed[0], &claimed[1]);
+    let finish =
+        |c: &drover_store::ClaimedJob, outcome| JobFinish { id: c.job.id.clone(), lease_token: c.lease_token, outcome };
+    store
+        .job_finish_many(vec![
+            finish(first, FinishOutcome::Complete(json!("ok"))),
+            finish(second, FinishOutcome::Fail(FailureReport::retryable(JobError::new("once")))),
+        ])
+        .await
+        .unwrap();
+
+    let done = store.job_get(&first.job.id).await.unwrap().unwrap();
+    assert_eq!(done.attempts.len(), 1);
+    let a = &done.attempts[0];
+    assert_eq!((a.attempt, a.outcome, a.error.as_ref()), (1, AttemptOutcome::Completed, None));
+    assert_eq!((Some(a.started_at), Some(a.finished_at)), (done.started_at, done.finished_at));
+    assert_eq!(a.worker_id.as_deref(), Some("w1"));
+    store.close().await;
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let rows: i64 = conn.query_row("SELECT count(*) FROM job_attempts", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1, "only the failed attempt has a history row");
+}
