@@ -384,6 +384,22 @@ async fn watch_exits_with_how_the_job_ended() {
             let job = watched.json();
             assert_eq!(job["state"], "completed");
             assert_eq!(job["result"], json!({ "ok": true }));
+
+            // A job that fails for good while watched: exit status 3.
+            drover(&server, &["enqueue", "w", "n", "--id", "doomed", "--attempts", "1"]).await.json();
+            let base = server.base.clone();
+            let watch = tokio::spawn(async move {
+                let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+                command.args(["jobs", "watch", "doomed", "--server", &base, "--json"]);
+                run(command).await
+            });
+            let (_, lease) = claim(&server, "w").await.unwrap();
+            let fail = json!({ "lease_token": lease, "error": { "message": "boom" }, "retryable": false });
+            let resp = http().post(server.url("/api/jobs/doomed/fail")).json(&fail).send().await.unwrap();
+            assert!(resp.status().is_success());
+            let watched = watch.await.unwrap();
+            assert_eq!(watched.code, 3, "{}", watched.stderr);
+            assert_eq!(watched.json_any()["state"], "failed");
         }
         None => {
             // No worker protocol on this server yet: end the job by cancelling it.
