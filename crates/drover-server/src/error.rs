@@ -22,8 +22,12 @@ pub enum ErrorCode {
     ValidationFailed,
     /// A query string parameter is malformed.
     InvalidQuery,
+    /// A request header is malformed (e.g. `Last-Event-ID`).
+    InvalidHeader,
     /// The body is not `application/json`.
     UnsupportedMediaType,
+    /// The route speaks WebSocket and the request is not an upgrade.
+    UpgradeRequired,
     /// The body is larger than the limit (1 MiB by default).
     PayloadTooLarge,
     /// No such job (or queue, ...).
@@ -61,7 +65,9 @@ impl ErrorCode {
             ErrorCode::InvalidBody => ("invalid_body", StatusCode::UNPROCESSABLE_ENTITY),
             ErrorCode::ValidationFailed => ("validation_failed", StatusCode::UNPROCESSABLE_ENTITY),
             ErrorCode::InvalidQuery => ("invalid_query", StatusCode::BAD_REQUEST),
+            ErrorCode::InvalidHeader => ("invalid_header", StatusCode::BAD_REQUEST),
             ErrorCode::UnsupportedMediaType => ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ErrorCode::UpgradeRequired => ("upgrade_required", StatusCode::UPGRADE_REQUIRED),
             ErrorCode::PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
             ErrorCode::NotFound => ("not_found", StatusCode::NOT_FOUND),
             ErrorCode::RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND),

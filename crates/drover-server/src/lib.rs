@@ -10,11 +10,15 @@
 //! | [`error`] | [`ApiError`] and the one table of error codes |
 //! | [`extract`] | JSON and query extractors that answer with [`ApiError`] |
 //! | [`dto`] | wire shapes: jobs, attempts, logs, pages, job specs |
-//! | `routes` | one module per resource: health, jobs, queues, workers, events |
+//! | [`event_log`] | recent events kept for SSE resume, read by every subscriber |
+//! | [`leases`] | lease lengths HTTP workers asked for; lease tokens on the wire |
+//! | `routes` | one module per resource: health, jobs, queues, workers, job reports, events |
 
 pub mod dto;
 pub mod error;
+pub mod event_log;
 pub mod extract;
+pub mod leases;
 mod routes;
 
 pub use error::{ApiError, ApiResult, ErrorCode};
@@ -22,7 +26,10 @@ pub use error::{ApiError, ApiResult, ErrorCode};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use drover::Client;
+use event_log::EventLog;
+use leases::LeaseBook;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +44,22 @@ pub struct AppState {
     /// Fired when the server shuts down, so long-lived responses (long
     /// polls, event streams) end and graceful shutdown can complete.
     pub shutdown: CancellationToken,
+    /// Recent events, for SSE and WebSocket subscribers and resume.
+    pub events: Arc<EventLog>,
+    /// Lease lengths granted to HTTP workers, for their heartbeats.
+    pub leases: Arc<LeaseBook>,
 }
 
 impl AppState {
-    /// State over a client.
+    /// State over a client. Starts the task that copies the store's events
+    /// into the [`EventLog`] (it stops when `shutdown` fires), so it must be
+    /// called inside a tokio runtime.
     pub fn new(client: Client) -> Self {
-        Self { client, shutdown: CancellationToken::new() }
+        let shutdown = CancellationToken::new();
+        // Subscribed here, before any request can run, so that no event of
+        // this server's life is missing from the log.
+        let events = EventLog::start(client.store().events(), shutdown.clone());
+        Self { client, shutdown, events, leases: Arc::new(LeaseBook::default()) }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The routes, one module per resource.
 
+mod events;
 mod health;
+mod job_reports;
 mod jobs;
 mod queues;
+mod workers;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -10,7 +13,14 @@ use axum::Router;
 use axum::http::{Method, Uri};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(jobs::router()).merge(queues::router())
+    Router::new()
+        .merge(health::router())
+        .merge(jobs::router())
+        // After `jobs`: `/api/jobs/{id}/logs` gets its POST merged into the GET.
+        .merge(job_reports::router())
+        .merge(queues::router())
+        .merge(workers::router())
+        .merge(events::router())
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
