@@ -5,21 +5,21 @@
 
 #![allow(dead_code)]
 
-use super::Server;
+use crate::support::{Server, http};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 /// POSTs JSON; the status and the JSON answer.
 pub async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let resp = super::http().post(server.url(path)).json(&body).send().await.unwrap();
+    let resp = http().post(server.url(path)).json(&body).send().await.unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// GETs JSON; the status and the JSON answer.
 pub async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
-    let resp = super::http().get(server.url(path)).send().await.unwrap();
+    let resp = http().get(server.url(path)).send().await.unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
