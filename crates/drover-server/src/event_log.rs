@@ -276,6 +276,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gap_in_ids_resets_resumes_from_before_it() {
+        let log = Arc::new(EventLog::new(100, RETAIN_FOR));
+        log.push(event(1));
+        // 2..=4 never reached the log (the filler lagged behind the bus).
+        log.push(event(5));
+        let mut before_gap = log.cursor_after(1);
+        assert_eq!(ids(&before_gap.next().await), [-1, 5]);
+        let mut after_gap = log.cursor_after(4);
+        assert_eq!(ids(&after_gap.next().await), [5]);
+    }
+
+    #[tokio::test]
     async fn live_cursors_wake_on_push() {
         let log = Arc::new(EventLog::new(10, RETAIN_FOR));
         log.push(event(1));
