@@ -364,3 +364,38 @@ async fn bad_inputs_get_the_error_body_never_a_500() {
     let (_, shown) = get(&server, &format!("/api/jobs/{}", job["id"].as_str().unwrap())).await;
     assert_eq!(shown["state"], "active");
 }
+
+#[tokio::test]
+async fn concurrent_long_polls_share_a_burst_without_handing_a_job_out_twice() {
+    let (server, _dir) = server().await;
+    let polls: Vec<_> = (0..20)
+        .map(|w| {
+            let body = json!({ "worker_id": format!("w{w}"), "queues": ["burst"], "max": 5, "wait_ms": 3000 });
+            tokio::spawn(http().post(server.url("/api/workers/fetch")).json(&body).send())
+        })
+        .collect();
+    let jobs: Vec<Value> = (0..60).map(|n| json!({ "queue": "burst", "name": "n", "id": format!("j{n}") })).collect();
+    let (status, body) = post(&server, "/api/jobs/bulk", json!({ "jobs": jobs })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // 20 polls could take 100 jobs: the ones left without work answer
+    // empty at their deadline.
+    let mut seen = Vec::new();
+    for poll in polls {
+        let answer: Value = poll.await.unwrap().unwrap().json().await.unwrap();
+        seen.extend(answer["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+    }
+    // Whatever the first wave left is still there for the next fetch.
+    loop {
+        let rest = fetch(&server, "burst", 100, 0, 30_000).await;
+        if rest.is_empty() {
+            break;
+        }
+        seen.extend(rest.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+    }
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), total, "no job was handed out twice");
+    assert_eq!(total, 60, "every job was handed out");
+}
