@@ -31,7 +31,6 @@ pub const RETAIN_EVENTS: usize = 10_000;
 pub const RETAIN_FOR: Duration = Duration::from_secs(5 * 60);
 
 /// Recent events, in id order, shared by every subscriber.
-#[derive(Debug)]
 pub struct EventLog {
     /// The window; a plain mutex because every critical section is short
     /// and never awaits.
@@ -42,6 +41,20 @@ pub struct EventLog {
     capacity: usize,
     /// Oldest event kept.
     max_age: Duration,
+}
+
+impl std::fmt::Debug for EventLog {
+    /// Sizes only: the window may hold thousands of events.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let w = self.window.lock();
+        f.debug_struct("EventLog")
+            .field("held", &w.events.len())
+            .field("complete_after", &w.complete_after)
+            .field("newest", &w.newest)
+            .field("capacity", &self.capacity)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
