@@ -29,6 +29,8 @@ struct Figures {
     latency_ms: Percentiles,
     offered_rate_per_s: u32,
     peak_rss_mb: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    http: Option<crate::bench_http::HttpFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +81,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latency.p50, latency.p95, latency.p99, args.rate
     ));
 
+    let http = if args.http {
+        let figures =
+            crate::bench_http::run(&client, args.jobs, args.rate, args.latency_seconds, args.http_workers).await?;
+        let (e, s) = (&figures.http_enqueue_latency_ms, &figures.sse_latency_ms);
+        say(format!(
+            "HTTP enqueue      p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms  (at {} req/s offered)",
+            e.p50, e.p95, e.p99, args.rate
+        ));
+        say(format!(
+            "HTTP workers      {:>12.0} jobs/s  ({} workers, fetch 100 + ack)",
+            figures.http_worker_per_s, args.http_workers
+        ));
+        say(format!("SSE delivery      p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms", s.p50, s.p95, s.p99));
+        Some(figures)
+    } else {
+        None
+    };
+
     let peak_rss_mb = peak_rss_mb();
     say(format!("peak RSS          {peak_rss_mb:>12.1} MB"));
 
@@ -93,6 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latency_ms: latency,
         offered_rate_per_s: args.rate,
         peak_rss_mb,
+        http,
     };
     if args.json {
         println!("{}", serde_json::to_string(&figures)?);

@@ -364,4 +364,11 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object on the last line.
     #[arg(long, env = "DROVER_JSON")]
     pub json: bool,
+    /// Also measure over loopback HTTP: enqueue latency at --rate, HTTP
+    /// workers with batch fetch and ack, SSE delivery latency.
+    #[arg(long, env = "DROVER_HTTP")]
+    pub http: bool,
+    /// HTTP workers in the --http phase.
+    #[arg(long, env = "DROVER_HTTP_WORKERS", default_value_t = 4)]
+    pub http_workers: usize,
 }

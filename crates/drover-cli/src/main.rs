@@ -8,6 +8,7 @@
 //! | `commands` | the client commands: enqueue, jobs, queues, import |
 
 mod bench;
+mod bench_http;
 mod cli;
 mod client;
 mod commands;

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use drover_core::{Attempt, Backoff, Job, JobError, JobId, JobSpec, LogEntry, Progress, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 /// Renders an engine time as RFC 3339 in UTC.
 pub fn rfc3339(t: Timestamp) -> String {
@@ -19,7 +20,7 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<Timestamp, ApiError> {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobView {
     /// Unique id.
     pub id: String,
@@ -30,6 +31,7 @@ pub struct JobView {
     /// Handler input.
     pub payload: Value,
     /// State name.
+    #[schema(value_type = String)]
     pub state: &'static str,
     /// Lower runs first.
     pub priority: i32,
@@ -37,11 +39,13 @@ pub struct JobView {
     pub attempts_made: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
-    /// Latest progress.
+    /// Latest progress: a percentage, or `{total, processed, failed, message}`.
+    #[schema(value_type = Object)]
     pub progress: Progress,
     /// Handler result, once completed.
     pub result: Option<Value>,
-    /// Last error.
+    /// Last error: `{message, code?, details?}`.
+    #[schema(value_type = Option<Object>)]
     pub error: Option<JobError>,
     /// Parent job.
     pub parent_id: Option<String>,
@@ -121,7 +125,7 @@ impl JobView {
 }
 
 /// One attempt as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AttemptView {
     /// 1-based number.
     pub attempt: u32,
@@ -130,8 +134,10 @@ pub struct AttemptView {
     /// End time.
     pub finished_at: String,
     /// `completed`, `failed`, `stalled`, `rate_limited`, `cancelled` or `released`.
+    #[schema(value_type = String)]
     pub outcome: &'static str,
-    /// The error, if any.
+    /// The error, if any: `{message, code?, details?}`.
+    #[schema(value_type = Option<Object>)]
     pub error: Option<JobError>,
     /// Who ran it.
     pub worker_id: Option<String>,
@@ -151,11 +157,12 @@ impl From<Attempt> for AttemptView {
 }
 
 /// One log line as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LogView {
     /// When.
     pub at: String,
     /// `debug`, `info`, `warn` or `error`.
+    #[schema(value_type = String)]
     pub level: &'static str,
     /// The line.
     pub message: String,
@@ -170,7 +177,7 @@ impl From<LogEntry> for LogView {
 }
 
 /// `{"items": [...], "next_cursor": ...}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T> {
     /// This page.
     pub items: Vec<T>,
@@ -179,7 +186,7 @@ pub struct Page<T> {
 }
 
 /// The body of `POST /api/jobs` (and of each item of a bulk create).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpecBody {
     /// Caller-supplied id.
@@ -204,8 +211,9 @@ pub struct JobSpecBody {
     /// Attempts in all.
     #[serde(default)]
     pub attempts: Option<u32>,
-    /// Retry delays.
+    /// Retry delays: `{type: fixed|exponential, delay_ms, max_delay_ms, jitter}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub backoff: Option<Backoff>,
     /// Per-attempt timeout.
     #[serde(default)]

@@ -166,3 +166,22 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The error body, as documented in the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine code from the error table, e.g. `validation_failed`.
+    pub code: String,
+    /// A human sentence.
+    pub message: String,
+    /// Structured context, e.g. `{"field": "jobs[3].queue"}`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}

@@ -98,9 +98,10 @@ impl FilterBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct SseQuery {
+pub(crate) struct SseQuery {
     #[serde(default)]
     queue: Option<String>,
     #[serde(default)]
@@ -140,7 +141,9 @@ fn sse_frame(delivery: &Delivery, filter: &EventFilter) -> Option<SseEvent> {
     }
 }
 
-async fn sse(
+#[utoipa::path(get, path = "/api/events", tag = "events", params(SseQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "Server-Sent Events: `id:`, `event:` (the type), `data:` `{type, job_id, queue, batch_id?, at, data}`", content_type = "text/event-stream", body = String)))]
+pub(crate) async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SseQuery>,
@@ -189,7 +192,12 @@ struct ClientMessage {
     subscribe: FilterBody,
 }
 
-async fn ws(State(state): State<AppState>, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+#[utoipa::path(get, path = "/api/ws", tag = "events",
+    responses((status = 101, description = "WebSocket: send `{\"subscribe\": {queue?, job_id?, batch_id?}}`, receive the same JSON objects as SSE"), (status = 426, description = "Not a WebSocket upgrade", body = crate::error::ErrorBody)))]
+pub(crate) async fn ws(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     match upgrade {
         Ok(upgrade) => upgrade.on_upgrade(move |socket| ws_session(state, socket)),
         Err(rejection) => ApiError::new(

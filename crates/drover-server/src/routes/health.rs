@@ -11,11 +11,14 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up", body = Object)))]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "The store does not answer", body = crate::error::ErrorBody)))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     // Any store failure means "not ready", whatever its kind.
     state.client.store().queue_list().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");

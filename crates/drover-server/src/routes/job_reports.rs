@@ -37,16 +37,19 @@ fn check_progress(progress: &Progress) -> ApiResult<()> {
     progress.validate().map_err(|e| ApiError::invalid_field("progress", e))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HeartbeatBody {
+pub(crate) struct HeartbeatBody {
     lease_token: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     progress: Option<Progress>,
 }
 
 /// Extends the lease by the length the fetch asked for.
-async fn heartbeat(
+#[utoipa::path(post, path = "/api/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = HeartbeatBody,
+    responses((status = 200, description = "`{lease_expires_at, cancel_requested}`", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HeartbeatBody>,
@@ -72,14 +75,17 @@ async fn heartbeat(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProgressBody {
+pub(crate) struct ProgressBody {
     lease_token: String,
+    #[schema(value_type = Object)]
     progress: Progress,
 }
 
-async fn progress(
+#[utoipa::path(post, path = "/api/jobs/{id}/progress", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = ProgressBody,
+    responses((status = 200, description = "Recorded", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn progress(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProgressBody>,
@@ -93,9 +99,9 @@ async fn progress(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LogBody {
+pub(crate) struct LogBody {
     lease_token: String,
     #[serde(default)]
     level: Option<String>,
@@ -104,7 +110,9 @@ struct LogBody {
     metadata: Value,
 }
 
-async fn log(
+#[utoipa::path(post, path = "/api/jobs/{id}/logs", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = LogBody,
+    responses((status = 200, description = "Appended", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn log(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LogBody>,
@@ -131,9 +139,9 @@ async fn log(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EmitBody {
+pub(crate) struct EmitBody {
     lease_token: String,
     #[serde(rename = "type")]
     kind: String,
@@ -143,7 +151,9 @@ struct EmitBody {
 
 /// Publishes a handler-defined event (`lead:add`); the reserved `job:`,
 /// `queue:` and `batch:` namespaces are refused with 422.
-async fn emit(
+#[utoipa::path(post, path = "/api/jobs/{id}/events", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = EmitBody,
+    responses((status = 200, description = "Published", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn emit(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<EmitBody>,
@@ -162,15 +172,17 @@ async fn emit(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteBody {
+pub(crate) struct CompleteBody {
     lease_token: String,
     #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
 }
 
-async fn complete(
+#[utoipa::path(post, path = "/api/jobs/{id}/complete", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = CompleteBody,
+    responses((status = 200, description = "The job's new state", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CompleteBody>,
@@ -179,9 +191,9 @@ async fn complete(
     finish_one(&state, &id, &body.lease_token, outcome).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FailBody {
+pub(crate) struct FailBody {
     lease_token: String,
     error: ErrorBody,
     #[serde(default)]
@@ -192,7 +204,9 @@ struct FailBody {
     rate_limited: Option<bool>,
 }
 
-async fn fail(
+#[utoipa::path(post, path = "/api/jobs/{id}/fail", tag = "workers", params(("id" = String, Path, description = "Job id")), request_body = FailBody,
+    responses((status = 200, description = "The job's new state (delayed for a retry, failed, cancelled)", body = Object), (status = 409, description = "Wrong or expired lease: stop working on the job (`lease_lost`)", body = crate::error::ErrorBody), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn fail(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,

@@ -31,7 +31,9 @@ fn path_id(id: &str) -> ApiResult<JobId> {
     JobId::parse(id).map_err(|_| ApiError::job_not_found(id))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobSpecBody,
+    responses((status = 201, description = "Created", body = JobView), (status = 200, description = "A job with this id already existed (`duplicate: true`)", body = JobView), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<JobSpecBody>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
@@ -46,13 +48,16 @@ async fn create(
 /// Most jobs in one bulk create.
 const MAX_BULK: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkBody {
+pub(crate) struct BulkBody {
+    /// The jobs, created in one transaction.
     jobs: Vec<JobSpecBody>,
 }
 
-async fn create_bulk(
+#[utoipa::path(post, path = "/api/jobs/bulk", tag = "jobs", request_body = BulkBody,
+    responses((status = 201, description = "Created (all or nothing)", body = Page<JobView>), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn create_bulk(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<BulkBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -79,14 +84,17 @@ async fn create_bulk(
     Ok((status, Json(json!({ "items": items }))))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job with its attempts", body = JobView), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
     let job = state.client.get(&path_id(&id)?).await?.ok_or_else(|| ApiError::job_not_found(&id))?;
     Ok(Json(JobView::detailed(job)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     queue: Option<String>,
     state: Option<String>,
     name: Option<String>,
@@ -105,7 +113,12 @@ pub(crate) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
     }
 }
 
-async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Page<JobView>>> {
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "A page of jobs, newest first", body = Page<JobView>), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<JobView>>> {
     let job_state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(s.parse::<JobState>().map_err(|e| ApiError::invalid_field("state", e.to_string()))?),
@@ -127,14 +140,17 @@ async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -
     Ok(Json(Page { items: page.items.into_iter().map(JobView::list_item).collect(), next_cursor: page.next_cursor }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
-async fn logs(
+#[utoipa::path(get, path = "/api/jobs/{id}/logs", tag = "jobs", params(("id" = String, Path, description = "Job id"), PageQuery),
+    responses((status = 200, description = "Log lines, oldest first", body = Page<LogView>), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
@@ -156,7 +172,9 @@ async fn logs(
     Ok(Json(Page { items: lines.into_iter().map(LogView::from).collect(), next_cursor }))
 }
 
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job, waiting again", body = JobView), (status = 404, description = "No such job", body = crate::error::ErrorBody), (status = 409, description = "Not allowed in the job's state", body = crate::error::ErrorBody)))]
+pub(crate) async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
     let job = match state.client.retry(&path_id(&id)?).await {
         Err(drover::Error::Store(drover_store::StoreError::NotFound(_))) => return Err(ApiError::job_not_found(&id)),
         other => other?,
@@ -164,7 +182,9 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> ApiResu
     Ok(Json(JobView::list_item(job)))
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Cancelled, or `cancel_requested` for an active job", body = JobView), (status = 404, description = "No such job", body = crate::error::ErrorBody), (status = 409, description = "Not allowed in the job's state", body = crate::error::ErrorBody)))]
+pub(crate) async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobView>> {
     let outcome = match state.client.cancel(&path_id(&id)?).await {
         Err(drover::Error::Store(drover_store::StoreError::NotFound(_))) => return Err(ApiError::job_not_found(&id)),
         other => other?,
@@ -175,7 +195,9 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     Ok(Json(JobView::list_item(job)))
 }
 
-async fn children(
+#[utoipa::path(get, path = "/api/jobs/{id}/children", tag = "jobs", params(("id" = String, Path, description = "Parent job id"), PageQuery),
+    responses((status = 200, description = "The job's children", body = Page<JobView>), (status = 404, description = "No such job", body = crate::error::ErrorBody)))]
+pub(crate) async fn children(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,

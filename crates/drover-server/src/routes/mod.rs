@@ -1,5 +1,6 @@
 //! The routes, one module per resource.
 
+mod docs;
 mod events;
 mod health;
 mod job_reports;
@@ -21,6 +22,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(queues::router())
         .merge(workers::router())
         .merge(events::router())
+        .merge(docs::router())
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {

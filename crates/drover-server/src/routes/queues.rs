@@ -22,16 +22,19 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// A queue as the API shows it.
-#[derive(Debug, Serialize)]
-struct QueueView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct QueueView {
     name: String,
     paused: bool,
+    #[schema(value_type = Object)]
     counts: StateCounts,
     concurrency: Option<u32>,
+    #[schema(value_type = Option<Object>)]
     rate_limit: Option<drover_core::RateLimit>,
     /// Set while a handler's "rate limited" holds the queue back (issue 4).
     throttled_until: Option<String>,
     default_job_options: Map<String, Value>,
+    #[schema(value_type = Object)]
     retention: drover_core::Retention,
 }
 
@@ -54,12 +57,16 @@ fn check_name(name: &str) -> ApiResult<()> {
     drover_core::spec::validate_queue_name(name).map_err(|e| ApiError::invalid_field("name", e.message))
 }
 
-async fn list(State(state): State<AppState>) -> ApiResult<Json<Page<QueueView>>> {
+#[utoipa::path(get, path = "/api/queues", tag = "queues",
+    responses((status = 200, description = "Every queue with its counts", body = Page<QueueView>)))]
+pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<Page<QueueView>>> {
     let queues = state.client.queues().await?;
     Ok(Json(Page { items: queues.into_iter().map(QueueView::from).collect(), next_cursor: None }))
 }
 
-async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
+#[utoipa::path(get, path = "/api/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "One queue", body = QueueView), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
     check_name(&name)?;
     Ok(Json(state.client.store().queue_get(&name).await?.into()))
 }
@@ -95,7 +102,9 @@ fn validate_config(config: &QueueConfig) -> ApiResult<()> {
     Ok(())
 }
 
-async fn configure(
+#[utoipa::path(put, path = "/api/queues/{name}", tag = "queues", params(("name" = String, Path)), request_body = Object,
+    responses((status = 200, description = "The queue with its new settings", body = QueueView), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn configure(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(config): ApiJson<QueueConfig>,
@@ -105,19 +114,25 @@ async fn configure(
     Ok(Json(state.client.store().queue_config_set(&name, config).await?.into()))
 }
 
-async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
+#[utoipa::path(post, path = "/api/queues/{name}/pause", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "Paused", body = QueueView), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
     check_name(&name)?;
     Ok(Json(state.client.pause(&name).await?.into()))
 }
 
-async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
+#[utoipa::path(post, path = "/api/queues/{name}/resume", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "Resumed", body = QueueView), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<QueueView>> {
     check_name(&name)?;
     Ok(Json(state.client.resume(&name).await?.into()))
 }
 
 /// Retries every failed job of the queue, a page at a time. A job that
 /// changed state meanwhile (someone else retried it) is skipped.
-async fn retry_failed(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/queues/{name}/retry-failed", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "`{\"retried\": N}`", body = Object), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn retry_failed(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     check_name(&name)?;
     let store = state.client.store();
     let mut retried = 0u64;

@@ -36,9 +36,9 @@ const MAX_RETRY_AFTER_MS: u64 = 365 * 24 * 3_600_000;
 /// wake-up, this only bounds the damage of a missed one.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FetchBody {
+pub(crate) struct FetchBody {
     worker_id: String,
     queues: Vec<String>,
     #[serde(default = "one")]
@@ -116,7 +116,9 @@ impl FetchBody {
 /// next delayed job coming due, the deadline or shutdown, and claims again.
 /// Jobs claimed for a client that hung up meanwhile come back when their
 /// lease runs out, like those of any vanished worker.
-async fn fetch(State(state): State<AppState>, ApiJson(body): ApiJson<FetchBody>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/workers/fetch", tag = "workers", request_body = FetchBody,
+    responses((status = 200, description = "`{items: [{id, queue, name, payload, attempt, lease_token, lease_expires_at, timeout_ms}]}`; empty after `wait_ms`", body = Object), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn fetch(State(state): State<AppState>, ApiJson(body): ApiJson<FetchBody>) -> ApiResult<Json<Value>> {
     let (params, wait) = body.validate()?;
     let store = state.client.store();
     let deadline = Instant::now() + wait;
@@ -159,9 +161,9 @@ pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, 
 }
 
 /// The `error` of a failure report.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ErrorBody {
+pub(crate) struct ErrorBody {
     message: String,
     #[serde(default)]
     code: Option<String>,
@@ -218,16 +220,16 @@ pub(super) fn job_id(id: &str) -> ApiResult<JobId> {
     JobId::parse(id).map_err(|_| ApiError::job_not_found(id))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+pub(crate) struct AckBody {
     items: Vec<AckItem>,
 }
 
 /// A completion (`result`) or a failure (`error` and its options).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckItem {
+pub(crate) struct AckItem {
     id: String,
     lease_token: String,
     #[serde(default, deserialize_with = "present")]
@@ -275,7 +277,9 @@ impl AckItem {
 /// Ends many attempts in one store call. A malformed item refuses the whole
 /// request (422: a bug in the worker); a refused lease or an unknown job
 /// fails only its own item.
-async fn ack(State(state): State<AppState>, ApiJson(body): ApiJson<AckBody>) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/api/workers/ack", tag = "workers", request_body = AckBody,
+    responses((status = 200, description = "One answer per item: `{id, ok, state}` or `{id, ok: false, error}`", body = Object), (status = 422, description = "Invalid input", body = crate::error::ErrorBody)))]
+pub(crate) async fn ack(State(state): State<AppState>, ApiJson(body): ApiJson<AckBody>) -> ApiResult<Json<Value>> {
     if body.items.is_empty() || body.items.len() > MAX_BATCH as usize {
         return Err(ApiError::invalid_field("items", format!("must hold 1 to {MAX_BATCH} items")));
     }
