@@ -12,15 +12,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database)?;
     let store = url.open(Synchronous::Full).await?;
     let maintenance = Maintenance::start(store.clone(), MaintenanceConfig::default());
+    // With no API keys (they arrive with workspaces), the API is open: the
+    // contract allows that on loopback only.
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {}: without API keys the API is open, so it listens on loopback only \
+             (e.g. --listen 127.0.0.1:8080)",
+            args.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // One line, on stdout, that scripts and tests can read for the address.
-    println!("drover listening on http://{addr} (store: {}; dashboard: http://{addr}/ — not built yet)", args.database);
-    if !addr.ip().is_loopback() {
-        tracing::warn!("listening beyond loopback with no API keys: anyone who can reach {addr} can use the API");
-    }
+    println!(
+        "drover listening on http://{addr} (store: {}; API docs: http://{addr}/docs; dashboard: not built yet; \
+         no API keys: open to local clients only)",
+        args.database
+    );
     let state = AppState::new(Client::new(store));
     drover_server::run(listener, state, shutdown_signal()).await.context("serving the API")?;
     tracing::info!("stopped serving; finishing maintenance");

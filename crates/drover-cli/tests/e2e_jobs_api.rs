@@ -306,3 +306,17 @@ async fn jobs_survive_kill_9_and_sigterm_is_graceful() {
     let status = server.terminate().await;
     assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
 }
+
+#[tokio::test]
+async fn without_api_keys_serve_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+}
