@@ -12,6 +12,7 @@
 //! | [`context`] | [`JobContext`]: what a running handler can see and do |
 //! | [`worker`] | [`Worker`]: claims, runs, heartbeats and reports jobs |
 //! | [`maintenance`] | [`Maintenance`]: rescues expired leases, promotes due jobs |
+//! | [`wait`] | [`wait::wait_for_work`]: how an idle fetcher sleeps without losing wake-ups |
 //!
 //! ```no_run
 //! use drover::{Client, HandlerError, JobContext, JobSpec, Worker};
@@ -38,6 +39,7 @@ pub mod error;
 pub mod events;
 pub mod handler;
 pub mod maintenance;
+pub mod wait;
 pub mod worker;
 
 pub use client::Client;

@@ -140,16 +140,10 @@ pub(crate) async fn fetch(State(state): State<AppState>, ApiJson(body): ApiJson<
         if left.is_zero() || state.shutdown.is_cancelled() {
             return Ok(Json(json!({ "items": [] })));
         }
-        let mut nap = left.min(FALLBACK_POLL);
-        if let Some(due) = store.job_next_due(&params.queues).await? {
-            // A due time already past means the claim could not take it (a
-            // paused queue): nap a little rather than spin.
-            nap = nap.min(store.now().until(due).max(Duration::from_millis(10)));
-        }
-        tokio::select! {
-            _ = ready.changed() => {}
-            _ = tokio::time::sleep(nap) => {}
-            _ = state.shutdown.cancelled() => return Ok(Json(json!({ "items": [] }))),
+        if !drover::wait::wait_for_work(&**store, &params.queues, &mut ready, left.min(FALLBACK_POLL), &state.shutdown)
+            .await
+        {
+            return Ok(Json(json!({ "items": [] })));
         }
     }
 }

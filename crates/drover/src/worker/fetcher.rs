@@ -2,10 +2,11 @@
 //! there may be work again.
 
 use super::{Shared, executor};
+use crate::wait::wait_for_work;
 use drover_store::JobClaimParams;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 pub(super) async fn run(shared: Arc<Shared>, queue: String, slots: Arc<Semaphore>) {
     let mut ready = shared.store.ready_signal();
@@ -50,23 +51,17 @@ pub(super) async fn run(shared: Arc<Shared>, queue: String, slots: Arc<Semaphore
             shared.tracker.spawn(executor::run(shared.clone(), job, permit));
         }
         drop(permits);
-        if drained && !wait_for_work(&shared, &queue, &mut ready).await {
+        if drained
+            && !wait_for_work(
+                &*shared.store,
+                std::slice::from_ref(&queue),
+                &mut ready,
+                shared.config.poll_interval,
+                &shared.stopping,
+            )
+            .await
+        {
             return;
         }
-    }
-}
-
-/// Sleeps until jobs may be claimable: an enqueue (ready signal), the next
-/// delayed job of this queue coming due, or the fallback poll. False when
-/// the worker is stopping.
-async fn wait_for_work(shared: &Shared, queue: &str, ready: &mut watch::Receiver<u64>) -> bool {
-    let mut nap = shared.config.poll_interval;
-    if let Ok(Some(due)) = shared.store.job_next_due(&[queue.to_owned()]).await {
-        nap = nap.min(shared.store.now().until(due));
-    }
-    tokio::select! {
-        _ = ready.changed() => true,
-        _ = tokio::time::sleep(nap) => true,
-        _ = shared.stopping.cancelled() => false,
     }
 }
