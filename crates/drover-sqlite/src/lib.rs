@@ -215,7 +215,14 @@ impl SqliteStore {
         let readers = Readers::open(path.clone(), options.readers)?;
         let bus = Arc::new(EventBus::default());
         let ready = Arc::new(ReadySignal::default());
-        let mut wal_path = path.clone().into_os_string();
+        // The WAL's name comes from SQLite, not from `path`: SQLite resolves
+        // the path (symlinks included) and puts the WAL next to the real
+        // file. Named from `path`, a symlinked database had the sync lane
+        // fsync a file that does not exist (every durable call answered with
+        // an error although it committed) or, worse, a stale one (answered
+        // "durable" without the WAL ever being fsynced).
+        let mut wal_path =
+            conn.path().filter(|p| !p.is_empty()).map_or_else(|| path.clone().into_os_string(), Into::into);
         wal_path.push("-wal");
         let config = WriterConfig {
             max_batch: options.max_batch,

@@ -370,3 +370,25 @@ async fn first_attempt_completion_is_read_from_the_job_row() {
     let rows: i64 = conn.query_row("SELECT count(*) FROM job_attempts", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 1, "only the failed attempt has a history row");
 }
+
+/// SQLite follows a symlinked database path and keeps its WAL next to the
+/// real file; the sync lane must fsync that WAL, not `<link>-wal`. It used
+/// to name the WAL from the given path: every durable call was answered
+/// with "fsync of the WAL failed" although it had committed, and a stale
+/// `<link>-wal` would have been fsynced instead, silently.
+#[tokio::test]
+async fn a_symlinked_database_fsyncs_the_real_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::File::create(dir.path().join("real/drover.db")).unwrap();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(dir.path().join("real/drover.db"), &link).unwrap();
+    let store = open(&link, SqliteOptions::default());
+    let inserted = store.job_insert_many(vec![JobSpec::new("q", "n")]).await.expect("a durable insert is answered Ok");
+    assert!(dir.path().join("real/drover.db-wal").exists());
+    assert!(!dir.path().join("link.db-wal").exists());
+    store.close().await;
+    let store = open(&link, SqliteOptions::default());
+    assert!(store.job_get(&inserted[0].job.id).await.unwrap().is_some());
+    store.close().await;
+}
