@@ -72,7 +72,7 @@ pub(crate) fn config_set(ctx: &mut Ctx<'_>, name: &str, config: &QueueConfig) ->
         .db()?
         .execute(params![name, rows::to_json(config)])
         .db()?;
-    get(ctx.conn, name)
+    get_in_batch(ctx, name)
 }
 
 /// [`drover_store::Store::queue_pause_set`]; the name was checked by the caller.
@@ -98,5 +98,17 @@ pub(crate) fn pause_set(ctx: &mut Ctx<'_>, name: &str, paused: bool) -> StoreRes
         // A resumed queue's waiting jobs are claimable again.
         ctx.ready |= !paused;
     }
+    get_in_batch(ctx, name)
+}
+
+/// [`get`] from inside the writer's batch. The batch's count changes so far
+/// are written first: `queue_counts` otherwise receives them only just
+/// before `COMMIT`, and the answer would show the jobs of earlier commands
+/// of the same batch in their old states (a claimed job still `waiting`)
+/// beside a pause flag those commands already ran before. Should this
+/// command roll back, its savepoint takes the written counts with it and
+/// `apply_isolated` restores the in-memory ones.
+fn get_in_batch(ctx: &mut Ctx<'_>, name: &str) -> StoreResult<QueueInfo> {
+    ctx.counts.flush(ctx.conn).db()?;
     get(ctx.conn, name)
 }

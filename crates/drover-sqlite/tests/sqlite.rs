@@ -392,3 +392,51 @@ async fn a_symlinked_database_fsyncs_the_real_wal() {
     assert!(store.job_get(&inserted[0].job.id).await.unwrap().is_some());
     store.close().await;
 }
+
+/// `queue_pause_set` and `queue_config_set` return the queue's counts, and
+/// those must include the changes of the commands applied before them in
+/// the same batch: the counts table only gets a batch's changes just before
+/// `COMMIT`, so reading it mid-batch showed a claimed job still `waiting`
+/// (and an inserted one not at all) next to a pause flag that the claim
+/// had already been applied before.
+#[tokio::test]
+async fn queue_commands_see_counts_of_their_own_batch() {
+    use drover_store::JobClaimParams;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    store.job_insert_many(vec![JobSpec::new("q", "n")]).await.unwrap();
+
+    // The writer takes the first command and stalls on BEGIN; the rest queue
+    // up behind it and make the next batch together, in the order sent.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut first = Box::pin(store.job_promote_due());
+    assert!(poll_once(first.as_mut()).is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let params = JobClaimParams { queues: vec!["q".into()], worker_id: "w".into(), max: 1, lease_ms: 60_000 };
+    let mut claim = Box::pin(store.job_claim(params));
+    let mut insert = Box::pin(store.job_insert_many(vec![JobSpec::new("q", "n2")]));
+    let mut pause = Box::pin(store.queue_pause_set("q", true));
+    let mut config = Box::pin(store.queue_config_set("q", drover_core::QueueConfig::default()));
+    assert!(poll_once(claim.as_mut()).is_none());
+    assert!(poll_once(insert.as_mut()).is_none());
+    assert!(poll_once(pause.as_mut()).is_none());
+    assert!(poll_once(config.as_mut()).is_none());
+    let before = store.writer_stats();
+    blocker.execute_batch("COMMIT").unwrap();
+    first.await.unwrap();
+    assert_eq!(claim.await.unwrap().len(), 1, "the claim ran before the pause");
+    insert.await.unwrap();
+    let paused = pause.await.unwrap();
+    let configured = config.await.unwrap();
+    assert_eq!(store.writer_stats().batches - before.batches, 1, "one batch after the first: {before:?}");
+    assert!(paused.paused);
+    assert_eq!((paused.counts.waiting, paused.counts.active), (1, 1), "{:?}", paused.counts);
+    assert_eq!((configured.counts.waiting, configured.counts.active), (1, 1), "{:?}", configured.counts);
+    assert_eq!(store.queue_get("q").await.unwrap().counts, paused.counts);
+    store.close().await;
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
+}
