@@ -335,6 +335,15 @@ pub struct ServeArgs {
     /// Store URL: `sqlite://PATH`.
     #[arg(long, env = "DROVER_DATABASE", default_value = "sqlite://drover.db")]
     pub database: String,
+    /// Also run built-in sample workers and a trickle of sample jobs (queues
+    /// `demo-import`, `demo-enrich`, `demo-report`), so there is something to watch.
+    /// (`DROVER_DEMO` takes `1`/`0`, `true`/`false`, `yes`/`no`.)
+    #[arg(long, env = "DROVER_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo: bool,
+    /// With `--demo`: least milliseconds between sample jobs (each gap is
+    /// this to twice this). Hidden: tests shorten it; nobody else needs to.
+    #[arg(long, env = "DROVER_DEMO_INTERVAL_MS", default_value_t = 1_000, hide = true)]
+    pub demo_interval_ms: u64,
 }
 
 /// Arguments of `drover bench`.

@@ -3,7 +3,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `cli` | every command's arguments (clap) |
-//! | `serve`, `bench`, `database` | the server and the in-process benchmark |
+//! | `serve`, `demo`, `bench`, `database` | the server (with its `--demo` sample workers) and the in-process benchmark |
 //! | `client` | the HTTP client of the API, its event-stream parser, and output (tables or JSON) |
 //! | `commands` | the client commands: enqueue, jobs, queues, import |
 
@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod commands;
 mod database;
+mod demo;
 mod serve;
 
 use clap::Parser;

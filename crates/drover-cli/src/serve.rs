@@ -1,12 +1,14 @@
 //! `drover serve`: opens the store, runs maintenance, and serves the HTTP
-//! API until SIGINT/SIGTERM.
+//! API until SIGINT/SIGTERM; with `--demo`, sample workers and jobs too.
 
 use crate::cli::ServeArgs;
 use crate::database::DatabaseUrl;
+use crate::demo::Demo;
 use anyhow::Context;
 use drover::{Client, Maintenance, MaintenanceConfig};
 use drover_server::AppState;
 use drover_sqlite::Synchronous;
+use std::time::Duration;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database)?;
@@ -25,14 +27,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    // One line, on stdout, that scripts and tests can read for the address.
+    let client = Client::new(store);
+    // The demo works on the server's own client, so its jobs are the ones the
+    // API lists and streams.
+    let demo = args.demo.then(|| Demo::start(client.clone(), Duration::from_millis(args.demo_interval_ms)));
+    let demo_note = if demo.is_some() { "; demo: sample workers and jobs running on queues demo-*" } else { "" };
+    // One line, on stdout, that scripts and tests can read for the address
+    // (it must stay the first `http://` word of the line).
     println!(
         "drover listening on http://{addr} (store: {}; API docs: http://{addr}/docs; dashboard: not built yet; \
-         no API keys: open to local clients only)",
+         no API keys: open to local clients only{demo_note})",
         args.database
     );
-    let state = AppState::new(Client::new(store));
-    drover_server::run(listener, state, shutdown_signal()).await.context("serving the API")?;
+    let state = AppState::new(client);
+    let served = drover_server::run(listener, state, shutdown_signal()).await.context("serving the API");
+    // The demo worker talks to the store, not the API, so it can finish after
+    // the listener closed; it stops even when serving failed, so its running
+    // jobs are handed back rather than left to lease expiry.
+    if let Some(demo) = demo {
+        tracing::info!("stopping the demo worker");
+        demo.shutdown().await;
+    }
+    served?;
     tracing::info!("stopped serving; finishing maintenance");
     maintenance.stop().await;
     Ok(())

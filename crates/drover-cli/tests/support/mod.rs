@@ -22,9 +22,15 @@ pub struct Server {
 impl Server {
     /// Starts `drover serve` on `db` and waits for its listening line.
     pub async fn start(db: &Path) -> Server {
+        Self::start_with(db, &[]).await
+    }
+
+    /// Like [`Server::start`], with more `serve` arguments (e.g. `--demo`).
+    pub async fn start_with(db: &Path, extra_args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["serve", "--listen", "127.0.0.1:0", "--database"])
             .arg(format!("sqlite://{}", db.display()))
+            .args(extra_args)
             .env("DROVER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
