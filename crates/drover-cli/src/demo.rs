@@ -84,13 +84,13 @@ async fn produce(client: Client, interval: Duration, mut stop: oneshot::Receiver
     }
     loop {
         // Jitter, so the charts look like traffic rather than a metronome.
-        let pause = interval + interval.mul_f64(random::unit());
+        let pause = interval + interval.mul_f64(fastrand::f64());
         tokio::select! {
             _ = &mut stop => return,
             () = tokio::time::sleep(pause) => {}
         }
         serial += 1;
-        let spec = match random::below(10) {
+        let spec = match fastrand::u64(..10) {
             0..=2 => import_spec(serial),
             3..=7 => enrich_spec(serial),
             _ => report_spec(serial),
@@ -108,7 +108,7 @@ async fn submit(client: &Client, spec: JobSpec) {
 }
 
 fn import_spec(serial: u64) -> JobSpec {
-    let rows = random::between(200..=2_000);
+    let rows = fastrand::u64(200..=2_000);
     JobSpec::new(IMPORT_QUEUE, IMPORT_JOB).payload(json!({ "file": format!("contacts-{serial:04}.csv"), "rows": rows }))
 }
 
@@ -118,15 +118,16 @@ fn enrich_spec(serial: u64) -> JobSpec {
 
 fn report_spec(serial: u64) -> JobSpec {
     let regions = ["north", "south", "east", "west"];
-    JobSpec::new(REPORT_QUEUE, REPORT_JOB)
-        .payload(json!({ "report": format!("weekly-{serial:04}"), "region": random::pick(&regions) }))
+    JobSpec::new(REPORT_QUEUE, REPORT_JOB).payload(
+        json!({ "report": format!("weekly-{serial:04}"), "region": regions[fastrand::usize(..regions.len())] }),
+    )
 }
 
 fn sample_lead(serial: u64) -> Value {
     let names = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
     let companies = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark"];
-    let name = random::pick(&names);
-    let company = random::pick(&companies);
+    let name = names[fastrand::usize(..names.len())];
+    let company = companies[fastrand::usize(..companies.len())];
     json!({
         "lead_id": serial,
         "name": name,
@@ -144,7 +145,7 @@ async fn pace(ctx: &JobContext, duration: Duration) -> Result<(), HandlerError> 
 }
 
 fn millis(range: std::ops::RangeInclusive<u64>) -> Duration {
-    Duration::from_millis(random::between(range))
+    Duration::from_millis(fastrand::u64(range))
 }
 
 /// A CSV import in ten steps over ~5 s, reporting detailed progress (rows
@@ -159,7 +160,7 @@ async fn import_contacts(ctx: JobContext) -> Result<Value, HandlerError> {
         pace(&ctx, Duration::from_millis(500)).await?;
         let processed = total * step / STEPS;
         // A few bad rows per step, as real files have.
-        failed += random::between(0..=2).min(processed - failed);
+        failed += fastrand::u64(0..=2).min(processed - failed);
         let message = format!("{processed} of {total} rows");
         ctx.progress(Progress::Detailed { total: Some(total), processed, failed, message: Some(message) }).await?;
         if step % 4 == 0 {
@@ -178,14 +179,14 @@ async fn import_contacts(ctx: JobContext) -> Result<Value, HandlerError> {
 async fn enrich_lead(ctx: JobContext) -> Result<Value, HandlerError> {
     pace(&ctx, millis(200..=900)).await?;
     let lead = ctx.payload().clone();
-    match random::below(100) {
+    match fastrand::u64(..100) {
         0..=11 => {
             ctx.log(LogLevel::Warn, "CRM answered 429 Too Many Requests", json!({ "retry_after_ms": 2_000 })).await?;
             Err(HandlerError::rate_limited(Duration::from_secs(2)))
         }
         12..=21 => Err(HandlerError::retryable("CRM timed out").details(json!({ "upstream": "crm.example" }))),
         _ => {
-            let score = random::between(1..=100);
+            let score = fastrand::u64(1..=100);
             let enriched = json!({ "lead": lead, "score": score, "industry": "software" });
             ctx.emit("lead:add", enriched.clone()).await?;
             ctx.log(LogLevel::Info, format!("lead scored {score}"), Value::Null).await?;
@@ -199,10 +200,10 @@ async fn enrich_lead(ctx: JobContext) -> Result<Value, HandlerError> {
 async fn build_report(ctx: JobContext) -> Result<Value, HandlerError> {
     ctx.progress(10.0).await?;
     pace(&ctx, millis(500..=1_000)).await?;
-    let leads = random::between(2..=4);
+    let leads = fastrand::u64(2..=4);
     for n in 0..leads {
         let spec = JobSpec::new(ENRICH_QUEUE, ENRICH_JOB)
-            .payload(sample_lead(random::between(10_000..=99_999) + n))
+            .payload(sample_lead(fastrand::u64(10_000..=99_999) + n))
             .parent_id(ctx.id().clone());
         ctx.enqueue(spec).await?;
     }
@@ -211,40 +212,4 @@ async fn build_report(ctx: JobContext) -> Result<Value, HandlerError> {
     pace(&ctx, millis(500..=1_000)).await?;
     ctx.progress(100.0).await?;
     Ok(json!({ "report": ctx.payload()["report"], "follow_ups": leads }))
-}
-
-/// Variety for sample data, from the standard library alone: `fastrand` is
-/// not a dependency of this crate, and sample jobs need no better than
-/// SipHash under std's per-process random keys over a counter.
-mod random {
-    use std::hash::{BuildHasher, Hasher, RandomState};
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    fn next() -> u64 {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.finish()
-    }
-
-    /// Uniform-enough in `0..n` (`n` > 0).
-    pub fn below(n: u64) -> u64 {
-        next() % n
-    }
-
-    /// Uniform-enough in the inclusive range.
-    pub fn between(range: std::ops::RangeInclusive<u64>) -> u64 {
-        range.start() + below(range.end() - range.start() + 1)
-    }
-
-    /// In `[0, 1)`.
-    pub fn unit() -> f64 {
-        // The top 53 bits fill an f64 mantissa exactly.
-        (next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<T: Copy>(items: &[T]) -> T {
-        items[below(items.len() as u64) as usize]
-    }
 }
