@@ -10,6 +10,7 @@
 //! | `finish` | finishes and stall rescues, with the attempt history |
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
+//! | `retention` | removal of finished jobs beyond their queue's rules |
 //! | `counts` | per-queue counts by state, kept by the writer per batch |
 //! | `rows` | rows to model types |
 //! | `error` | SQLite errors to [`StoreError`] |
@@ -40,6 +41,7 @@ mod job_query;
 mod job_sql;
 mod queue_sql;
 mod reader;
+mod retention;
 mod rows;
 mod schema;
 mod sync;
@@ -361,6 +363,13 @@ impl Store for SqliteStore {
 
     async fn job_promote_due(&self) -> StoreResult<u64> {
         self.writer.call(|reply| Command::JobPromote { reply }).await
+    }
+
+    async fn job_retention_sweep(&self, limit: u32) -> StoreResult<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.writer.call(|reply| Command::JobRetentionSweep { limit, reply }).await
     }
 
     async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {

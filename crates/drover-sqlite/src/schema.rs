@@ -10,8 +10,11 @@ use std::time::Duration;
 
 /// Migrations in order; migration `i` brings the schema to version `i + 1`,
 /// tracked in `PRAGMA user_version`. Never edit a released one: add a file.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_queue_counts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_queue_counts.sql"),
+    include_str!("../migrations/0003_retention.sql"),
+];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -162,6 +162,22 @@ pub trait Store: Send + Sync + 'static {
     /// Events: `job:waiting` per promoted job.
     async fn job_promote_due(&self) -> StoreResult<u64>;
 
+    /// Removes finished jobs beyond their queue's
+    /// [`drover_core::Retention`], at most `limit` of them, and returns how
+    /// many it removed (fewer than `limit`: nothing more is due now).
+    ///
+    /// Per queue, `completed` jobs follow `retention.completed`, `failed`
+    /// and `cancelled` jobs `retention.failed` (each state counted apart).
+    /// A rule's `age_ms` removes jobs whose `finished_at` is older than
+    /// `now - age_ms`; its `count` keeps only the newest `count` by
+    /// `finished_at`. Jobs that have not finished are never removed. A job's
+    /// attempt history and log lines go with it, and the queue's counts
+    /// drop. Small `limit`s keep each call short; call again until it
+    /// returns less than `limit`.
+    ///
+    /// Events: none (removal is housekeeping, not a change of state).
+    async fn job_retention_sweep(&self, limit: u32) -> StoreResult<u64>;
+
     /// The earliest `run_at` of a `delayed` job in `queues` (all queues when
     /// empty): when a fetcher with nothing to do should look again.
     async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>>;

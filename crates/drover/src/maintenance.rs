@@ -1,6 +1,7 @@
 //! [`Maintenance`]: the background service that keeps states true when no
 //! worker call would: it rescues jobs whose lease expired (their worker died)
-//! and promotes delayed jobs that came due.
+//! and promotes delayed jobs that came due. Less often, it sweeps finished
+//! jobs beyond their queue's retention rules.
 
 use drover_store::Store;
 use std::sync::Arc;
@@ -14,11 +15,18 @@ pub struct MaintenanceConfig {
     /// Time between two passes; a lease that expired is rescued within about
     /// this long. Default 1 s.
     pub interval: Duration,
+    /// Time between two retention sweeps (checked at each pass), and before
+    /// the first. Default 30 s: retention is by the day, so no hurry.
+    pub retention_interval: Duration,
+    /// Most jobs one sweep call removes; a sweep calls again until a call
+    /// removes fewer. Default 500: each call is one writer transaction,
+    /// and a small one never holds up the jobs being claimed and finished.
+    pub retention_batch: u32,
 }
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(1) }
+        Self { interval: Duration::from_secs(1), retention_interval: Duration::from_secs(30), retention_batch: 500 }
     }
 }
 
@@ -46,6 +54,10 @@ impl Maintenance {
 }
 
 async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: CancellationToken) {
+    // The first sweep waits one interval: at start-up (a deploy, a restart
+    // after downtime) the writer has a backlog of real work to hand out
+    // first, and retention is by the day, so nothing is lost by waiting.
+    let mut next_sweep = tokio::time::Instant::now() + config.retention_interval;
     loop {
         match store.job_rescue_expired().await {
             Ok(report) if report.total() > 0 => tracing::info!(
@@ -60,9 +72,36 @@ async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancellatio
         if let Err(e) = store.job_promote_due().await {
             tracing::warn!(error = %e, "promoting due jobs failed; will try again");
         }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + config.retention_interval;
+            sweep(&*store, config.retention_batch, &stop).await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+/// Removes finished jobs beyond retention, one small batch per store call,
+/// until a batch comes back short (or the loop is stopping).
+async fn sweep(store: &dyn Store, batch: u32, stop: &CancellationToken) {
+    let mut total = 0u64;
+    while !stop.is_cancelled() {
+        match store.job_retention_sweep(batch).await {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(batch) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention sweep failed; will try again");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(removed = total, "removed finished jobs beyond retention");
     }
 }

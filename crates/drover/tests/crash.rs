@@ -99,7 +99,7 @@ async fn sigkill_mid_batch_loses_nothing() {
 
     let worker = Worker::builder(client.clone())
         .queue("crash", 16)
-        .maintenance(Some(MaintenanceConfig { interval: Duration::from_millis(50) }))
+        .maintenance(Some(MaintenanceConfig { interval: Duration::from_millis(50), ..Default::default() }))
         .handler("work", |_ctx: drover::JobContext| async { Ok(json!("done")) })
         .start();
     let total = counts.total();

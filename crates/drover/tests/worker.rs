@@ -215,7 +215,7 @@ async fn a_cpu_bound_handler_keeps_its_lease() {
         .queue("q", 1)
         .lease(Duration::from_millis(300))
         .heartbeat_interval(Duration::from_millis(50))
-        .maintenance(Some(drover::MaintenanceConfig { interval: Duration::from_millis(20) }))
+        .maintenance(Some(drover::MaintenanceConfig { interval: Duration::from_millis(20), ..Default::default() }))
         .handler("crunch", |_ctx: JobContext| async {
             // Blocks its runtime thread, as a CPU-bound handler would, for
             // three lease lengths.

@@ -124,6 +124,15 @@ macro_rules! conformance_suite {
                 queue_config_refuses_bad_name,
                 queue_counts_per_state,
                 queue_list_sorted_with_counts,
+                // retention.rs
+                retention_count_rule,
+                retention_age_rule,
+                retention_defaults_by_age,
+                retention_removes_attempts_and_logs,
+                retention_keeps_unfinished_jobs,
+                retention_per_queue_config,
+                retention_cancelled_follows_failed_rule,
+                retention_sweep_respects_limit,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,
