@@ -63,6 +63,10 @@ pub struct Job {
     pub lease_expires_at: Option<Timestamp>,
     /// A cancel was asked for while the job was active.
     pub cancel_requested: bool,
+    /// The job is dropped (`failed`, code `expired`) if it has not started
+    /// by then.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
     /// Every attempt so far, oldest first. Filled by single-job reads only;
     /// empty in lists.
     #[serde(default)]

@@ -62,6 +62,10 @@ pub struct JobSpec {
     /// Free-form labels.
     #[serde(default)]
     pub tags: Map<String, Value>,
+    /// Drop the job if it has not started by then: it becomes `failed` with
+    /// error code `expired` instead of running late.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
 }
 
 fn default_attempts() -> u32 {
@@ -113,6 +117,7 @@ impl JobSpec {
             parent_id: None,
             batch_id: None,
             tags: Map::new(),
+            expires_at: None,
         }
     }
 
@@ -179,6 +184,12 @@ impl JobSpec {
     /// Sets the parent job.
     pub fn parent_id(mut self, parent: JobId) -> Self {
         self.parent_id = Some(parent);
+        self
+    }
+
+    /// Drops the job (`failed`, code `expired`) if it has not started by `at`.
+    pub fn expires_at(mut self, at: Timestamp) -> Self {
+        self.expires_at = Some(at);
         self
     }
 

@@ -73,6 +73,8 @@ pub struct JobView {
     pub finished_at: Option<String>,
     /// Worker holding or last holding it.
     pub worker_id: Option<String>,
+    /// Dropped (`failed`, code `expired`) if not started by then.
+    pub expires_at: Option<String>,
     /// Every attempt, on single-job reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
@@ -118,6 +120,7 @@ impl JobView {
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
             worker_id: job.worker_id,
+            expires_at: job.expires_at.map(rfc3339),
             attempts: with_attempts.then(|| job.attempts.into_iter().map(AttemptView::from).collect()),
             duplicate: None,
         }
@@ -236,6 +239,10 @@ pub struct JobSpecBody {
     /// Labels.
     #[serde(default)]
     pub tags: Map<String, Value>,
+    /// RFC 3339 time after which the job, if it has not started, is
+    /// dropped (`failed`, error code `expired`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 impl JobSpecBody {
@@ -253,6 +260,9 @@ impl JobSpecBody {
         }
         if let Some(run_at) = self.run_at {
             spec.run_at = Some(parse_rfc3339(&field("run_at"), &run_at)?);
+        }
+        if let Some(expires_at) = self.expires_at {
+            spec.expires_at = Some(parse_rfc3339(&field("expires_at"), &expires_at)?);
         }
         spec.payload = self.payload;
         spec.priority = self.priority;

@@ -72,6 +72,8 @@ pub(crate) fn promote(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
 /// several queues would sort the whole ready set.
 pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
     promote(ctx)?;
+    // Before picking: a job past its TTL must never be handed out.
+    crate::expire::expire_due(ctx)?;
     if p.max == 0 || p.queues.is_empty() {
         return Ok(Vec::new());
     }

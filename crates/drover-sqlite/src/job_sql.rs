@@ -32,6 +32,7 @@ pub(crate) struct NewRow {
     tags: Option<String>,
     delay_ms: Option<u64>,
     run_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
 }
 
 /// What the writer did with one [`NewRow`].
@@ -70,6 +71,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             tags: (!spec.tags.is_empty()).then(|| to_json(&spec.tags)),
             delay_ms: spec.delay_ms,
             run_at: spec.run_at,
+            expires_at: spec.expires_at,
         });
         jobs.push(Job {
             id,
@@ -99,6 +101,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             worker_id: None,
             lease_expires_at: None,
             cancel_requested: false,
+            expires_at: spec.expires_at,
             attempts: Vec::new(),
         });
     }
@@ -129,8 +132,9 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
         .conn
         .prepare_cached(
             "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, backoff, \
-             timeout_ms, max_stalls, unique_key, rate_limit_key, parent_id, batch_id, tags, created_at, run_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             timeout_ms, max_stalls, unique_key, rate_limit_key, parent_id, batch_id, tags, created_at, run_at, \
+             expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
              ON CONFLICT (id) DO NOTHING",
         )
         .db()?;
@@ -160,6 +164,7 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
                 row.tags,
                 now.0,
                 run_at.0,
+                row.expires_at.map(|t| t.0),
             ])
             .db()?;
         if changed == 0 {
@@ -349,7 +354,8 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
         concat!(
             "UPDATE jobs SET state = 'waiting', max_attempts = attempts_made + attempts_budget, error = NULL, ",
             "stalls = 0, run_at = ?2, finished_at = NULL, cancel_requested = 0, lease_token = NULL, ",
-            "lease_expires_at = NULL WHERE id = ?1 RETURNING ",
+            // A manual retry is a decision to run the job now: its TTL is lifted.
+            "lease_expires_at = NULL, expires_at = NULL WHERE id = ?1 RETURNING ",
             job_cols!()
         ),
         id,

@@ -7,6 +7,7 @@
 //! | `schema` | pragmas (read back) and migrations (`migrations/*.sql`) |
 //! | `job_sql` | insert, heartbeat, progress, logs, events, cancel, retry |
 //! | `claim` | promotion of due jobs and claims |
+//! | `expire` | job TTL: unstarted jobs past `expires_at` fail as `expired` |
 //! | `finish` | finishes and stall rescues, with the attempt history |
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
@@ -36,6 +37,7 @@
 mod claim;
 mod counts;
 mod error;
+mod expire;
 mod finish;
 mod job_query;
 mod job_sql;
@@ -363,6 +365,10 @@ impl Store for SqliteStore {
 
     async fn job_promote_due(&self) -> StoreResult<u64> {
         self.writer.call(|reply| Command::JobPromote { reply }).await
+    }
+
+    async fn job_expire_due(&self) -> StoreResult<u64> {
+        self.writer.call(|reply| Command::JobExpire { reply }).await
     }
 
     async fn job_retention_sweep(&self, limit: u32) -> StoreResult<u64> {

@@ -12,7 +12,7 @@ macro_rules! job_cols {
     () => {
         "seq, id, queue, name, payload, state, priority, attempts_made, max_attempts, backoff, timeout_ms, \
          stalls, max_stalls, progress, result, error, unique_key, rate_limit_key, parent_id, batch_id, tags, \
-         created_at, run_at, started_at, finished_at, worker_id, lease_expires_at, cancel_requested"
+         created_at, run_at, started_at, finished_at, worker_id, lease_expires_at, cancel_requested, expires_at"
     };
 }
 pub(crate) use job_cols;
@@ -47,6 +47,7 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         worker_id: row.get(25)?,
         lease_expires_at: row.get::<_, Option<i64>>(26)?.map(Timestamp),
         cancel_requested: row.get(27)?,
+        expires_at: row.get::<_, Option<i64>>(28)?.map(Timestamp),
         attempts: Vec::new(),
     })
 }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_queue_counts.sql"),
     include_str!("../migrations/0003_retention.sql"),
+    include_str!("../migrations/0004_expires_at.sql"),
 ];
 
 /// The schema version this build writes.

@@ -14,7 +14,7 @@
 use crate::counts::CountDeltas;
 use crate::error::store_error;
 use crate::sync::{Committed, SyncLane};
-use crate::{SqlitePragmas, claim, finish, job_sql, queue_sql, retention};
+use crate::{SqlitePragmas, claim, expire, finish, job_sql, queue_sql, retention};
 use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, JobClaimParams, JobEventEmit, JobFinish,
@@ -46,6 +46,7 @@ pub(crate) enum Command {
     JobRescue { reply: Reply<RescueReport> },
     JobPromote { reply: Reply<u64> },
     JobRetentionSweep { limit: u32, reply: Reply<u64> },
+    JobExpire { reply: Reply<u64> },
     QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
     QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
     Pragmas { reply: Reply<SqlitePragmas> },
@@ -427,6 +428,7 @@ impl Command {
             Command::JobPromote { reply } => call(reply, claim::promote),
             // Losing a sweep to a power cut only means running it again.
             Command::JobRetentionSweep { limit, reply } => fast_call(reply, move |c| retention::sweep(c, limit)),
+            Command::JobExpire { reply } => call(reply, expire::expire_due),
             Command::QueueConfigSet { name, config, reply } => {
                 call(reply, move |c| queue_sql::config_set(c, &name, &config))
             }

@@ -45,7 +45,8 @@ pub trait Store: Send + Sync + 'static {
     /// call) is not inserted again: the existing job is returned with
     /// `duplicate: true` and is left unchanged. Results are in input order.
     /// A job is `delayed` when its first `run_at` is after now, else
-    /// `waiting`.
+    /// `waiting`. A spec's `expires_at` is stored as given (see
+    /// [`Store::job_expire_due`]).
     ///
     /// Errors: [`StoreError::Invalid`] when a spec fails
     /// [`drover_core::JobSpec::validate`] (nothing is inserted).
@@ -138,8 +139,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Manual retry: a `failed` or `cancelled` job goes back to `waiting`
     /// with a fresh attempt budget (`max_attempts` set to `attempts_made`
-    /// plus the job's original budget, as in ADR 0001), its error and stalls
-    /// cleared, its history kept.
+    /// plus the job's original budget, as in ADR 0001), its error, stalls
+    /// and `expires_at` cleared, its history kept.
     ///
     /// Errors: [`StoreError::NotFound`]; [`StoreError::InvalidState`] for any
     /// other state.
@@ -161,6 +162,16 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Events: `job:waiting` per promoted job.
     async fn job_promote_due(&self) -> StoreResult<u64>;
+
+    /// Fails every job that has an `expires_at` at or before now and has
+    /// never started (`waiting` or `delayed`, no attempt yet), with error
+    /// code `expired` and no attempt appended; returns how many. Claims do
+    /// this first too, so an expired job is never handed out; the
+    /// maintenance loop calls it so that such jobs end without claimers.
+    /// A job that started once is past its TTL's reach (its retries run).
+    ///
+    /// Events: `job:failed` per expired job, with `{"error": ...}`.
+    async fn job_expire_due(&self) -> StoreResult<u64>;
 
     /// Removes finished jobs beyond their queue's
     /// [`drover_core::Retention`], at most `limit` of them, and returns how

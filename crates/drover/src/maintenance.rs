@@ -1,6 +1,7 @@
 //! [`Maintenance`]: the background service that keeps states true when no
 //! worker call would: it rescues jobs whose lease expired (their worker died)
-//! and promotes delayed jobs that came due. Less often, it sweeps finished
+//! promotes delayed jobs that came due, and fails jobs that did not start
+//! before their `expires_at`. Less often, it sweeps finished
 //! jobs beyond their queue's retention rules.
 
 use drover_store::Store;
@@ -71,6 +72,11 @@ async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancellatio
         }
         if let Err(e) = store.job_promote_due().await {
             tracing::warn!(error = %e, "promoting due jobs failed; will try again");
+        }
+        match store.job_expire_due().await {
+            Ok(n) if n > 0 => tracing::info!(expired = n, "failed jobs not started before their expires_at"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "expiring jobs failed; will try again"),
         }
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep = tokio::time::Instant::now() + config.retention_interval;

@@ -124,6 +124,11 @@ macro_rules! conformance_suite {
                 queue_config_refuses_bad_name,
                 queue_counts_per_state,
                 queue_list_sorted_with_counts,
+                // expire.rs
+                expired_job_not_claimed,
+                expires_at_spares_started_jobs,
+                expire_due_fails_waiting_and_delayed,
+                manual_retry_of_expired_job_runs_it,
                 // retention.rs
                 retention_count_rule,
                 retention_age_rule,

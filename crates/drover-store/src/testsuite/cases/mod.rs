@@ -10,6 +10,7 @@ pub mod support;
 
 mod cancel;
 mod claim;
+mod expire;
 mod finish;
 mod insert;
 mod lease;
@@ -22,6 +23,7 @@ mod stall;
 
 pub use cancel::*;
 pub use claim::*;
+pub use expire::*;
 pub use finish::*;
 pub use insert::*;
 pub use lease::*;
