@@ -46,9 +46,17 @@ pub struct JobSpec {
     /// before it fails for good; default 3.
     #[serde(default = "default_max_stalls")]
     pub max_stalls: u32,
-    /// Uniqueness key: a second enqueue with the same key returns the first job.
+    /// Uniqueness key: a second enqueue on the same queue with the same key
+    /// returns the first job (`duplicate: true`) instead of inserting,
+    /// while that job is unfinished, or within `unique_for_ms` of its
+    /// creation when given.
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// With `unique_key`: the window of uniqueness, in milliseconds from the
+    /// existing job's creation, whatever its state (instead of "while it is
+    /// unfinished").
+    #[serde(default)]
+    pub unique_for_ms: Option<u64>,
     /// Key for rate limits and concurrency caps shared by jobs, e.g. one
     /// external API.
     #[serde(default)]
@@ -113,6 +121,7 @@ impl JobSpec {
             timeout_ms: None,
             max_stalls: Self::DEFAULT_MAX_STALLS,
             unique_key: None,
+            unique_for_ms: None,
             rate_limit_key: None,
             parent_id: None,
             batch_id: None,
@@ -175,6 +184,19 @@ impl JobSpec {
         self
     }
 
+    /// Makes the job unique on its queue by `key` while it is unfinished.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Makes `unique_key` hold for `ms` from the first job's creation
+    /// instead of while it is unfinished.
+    pub fn unique_for_ms(mut self, ms: u64) -> Self {
+        self.unique_for_ms = Some(ms);
+        self
+    }
+
     /// Sets the rate-limit key.
     pub fn rate_limit_key(mut self, key: impl Into<String>) -> Self {
         self.rate_limit_key = Some(key.into());
@@ -218,6 +240,14 @@ impl JobSpec {
             return Err(SpecError::new("timeout_ms", "must be positive"));
         }
         self.backoff.validate().map_err(|m| SpecError::new("backoff", m))?;
+        if let Some(window) = self.unique_for_ms {
+            if self.unique_key.is_none() {
+                return Err(SpecError::new("unique_for_ms", "needs a unique_key"));
+            }
+            if window == 0 || window > i64::MAX as u64 / 2 {
+                return Err(SpecError::new("unique_for_ms", "must be positive and not absurdly large"));
+            }
+        }
         for (field, key) in
             [("unique_key", &self.unique_key), ("rate_limit_key", &self.rate_limit_key), ("batch_id", &self.batch_id)]
         {

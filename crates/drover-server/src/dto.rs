@@ -224,9 +224,14 @@ pub struct JobSpecBody {
     /// Stalls tolerated.
     #[serde(default)]
     pub max_stalls: Option<u32>,
-    /// Uniqueness key.
+    /// Uniqueness key (per queue): while a job with it is unfinished, an
+    /// enqueue returns that job with `duplicate: true`.
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// With `unique_key`: uniqueness lasts this many ms from the first
+    /// job's creation, whatever its state.
+    #[serde(default)]
+    pub unique_for_ms: Option<u64>,
     /// Rate-limit key.
     #[serde(default)]
     pub rate_limit_key: Option<String>,
@@ -272,6 +277,7 @@ impl JobSpecBody {
         spec.timeout_ms = self.timeout_ms;
         spec.max_stalls = self.max_stalls.unwrap_or(JobSpec::DEFAULT_MAX_STALLS);
         spec.unique_key = self.unique_key;
+        spec.unique_for_ms = self.unique_for_ms;
         spec.rate_limit_key = self.rate_limit_key;
         spec.batch_id = self.batch_id;
         spec.tags = self.tags;

@@ -26,6 +26,7 @@ pub(crate) struct NewRow {
     timeout_ms: Option<u64>,
     max_stalls: u32,
     unique_key: Option<String>,
+    unique_for_ms: Option<u64>,
     rate_limit_key: Option<String>,
     parent_id: Option<String>,
     batch_id: Option<String>,
@@ -65,6 +66,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             timeout_ms: spec.timeout_ms,
             max_stalls: spec.max_stalls,
             unique_key: spec.unique_key.clone(),
+            unique_for_ms: spec.unique_for_ms,
             rate_limit_key: spec.rate_limit_key.clone(),
             parent_id: spec.parent_id.as_ref().map(|p| p.as_str().to_owned()),
             batch_id: spec.batch_id.clone(),
@@ -144,6 +146,12 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
             (None, Some(delay)) => now.plus_ms(delay as i64),
             (None, None) => now,
         };
+        // Checked row by row, so a key repeated within one call finds the
+        // row this call inserted moments before.
+        if let Some(existing) = unique_match(ctx, row, now)? {
+            out.push(InsertOutcome::Duplicate(Box::new(existing)));
+            continue;
+        }
         let state = if run_at > now { JobState::Delayed } else { JobState::Waiting };
         let changed = insert
             .execute(params![
@@ -186,6 +194,41 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
         out.push(InsertOutcome::New { now, run_at, state });
     }
     Ok(out)
+}
+
+/// The job that makes `row` a duplicate by its `unique_key` (the newest
+/// one, with its attempts), if any: on the same queue, with the same key,
+/// unfinished, or created within `unique_for_ms` when the row gives one.
+/// Both queries read the partial index `jobs_unique` (migration 0005),
+/// whose `unique_key IS NOT NULL` term they repeat.
+fn unique_match(ctx: &Ctx<'_>, row: &NewRow, now: Timestamp) -> StoreResult<Option<Job>> {
+    let Some(key) = &row.unique_key else { return Ok(None) };
+    let found: Option<String> = match row.unique_for_ms {
+        None => ctx
+            .conn
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE unique_key IS NOT NULL AND queue = ?1 AND unique_key = ?2 \
+                 AND state NOT IN ('completed', 'failed', 'cancelled') ORDER BY created_at DESC, seq DESC LIMIT 1",
+            )
+            .db()?
+            .query_row(params![row.queue, key], |r| r.get(0))
+            .optional()
+            .db()?,
+        Some(window) => ctx
+            .conn
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE unique_key IS NOT NULL AND queue = ?1 AND unique_key = ?2 \
+                 AND created_at > ?3 ORDER BY created_at DESC, seq DESC LIMIT 1",
+            )
+            .db()?
+            .query_row(params![row.queue, key, now.0 - window as i64], |r| r.get(0))
+            .optional()
+            .db()?,
+    };
+    match found {
+        None => Ok(None),
+        Some(id) => job_query::get(ctx.conn, &JobId::from_trusted(id)),
+    }
 }
 
 /// [`drover_store::Store::job_heartbeat_many`].

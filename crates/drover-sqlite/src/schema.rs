@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_queue_counts.sql"),
     include_str!("../migrations/0003_retention.sql"),
     include_str!("../migrations/0004_expires_at.sql"),
+    include_str!("../migrations/0005_unique_key.sql"),
 ];
 
 /// The schema version this build writes.

@@ -43,7 +43,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// A spec whose `id` already exists (in the store, or earlier in the same
     /// call) is not inserted again: the existing job is returned with
-    /// `duplicate: true` and is left unchanged. Results are in input order.
+    /// `duplicate: true` and is left unchanged. So is a spec with a
+    /// `unique_key` when its queue holds a job with the same key that is
+    /// unfinished, or (when the spec gives `unique_for_ms`) was created
+    /// less than `unique_for_ms` ago: the newest such job is returned
+    /// (checked before the id; within one call too). Results are in input
+    /// order.
     /// A job is `delayed` when its first `run_at` is after now, else
     /// `waiting`. A spec's `expires_at` is stored as given (see
     /// [`Store::job_expire_due`]).

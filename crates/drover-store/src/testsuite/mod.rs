@@ -138,6 +138,12 @@ macro_rules! conformance_suite {
                 retention_per_queue_config,
                 retention_cancelled_follows_failed_rule,
                 retention_sweep_respects_limit,
+                // unique.rs
+                unique_key_while_unfinished,
+                unique_key_is_per_queue,
+                unique_for_window,
+                unique_key_within_bulk,
+                unique_for_ms_needs_key,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,

@@ -20,6 +20,7 @@ mod retention;
 mod retry;
 mod signal;
 mod stall;
+mod unique;
 
 pub use cancel::*;
 pub use claim::*;
@@ -33,3 +34,4 @@ pub use retention::*;
 pub use retry::*;
 pub use signal::*;
 pub use stall::*;
+pub use unique::*;
