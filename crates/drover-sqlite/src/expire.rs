@@ -2,7 +2,7 @@
 //! `failed` with error code `expired` (see
 //! [`drover_store::Store::job_expire_due`]).
 //!
-//! The query names the partial index `jobs_expiring` (migration 0004)
+//! The query names the partial index `jobs_expiring` (migrations 0004, 0006)
 //! through its exact `WHERE` terms: jobs without a TTL, and jobs that have
 //! started, are not in it, so this costs next to nothing before every claim.
 
@@ -25,7 +25,7 @@ pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
         .conn
         .prepare_cached(
             "SELECT seq, id, queue, state, batch_id FROM jobs \
-             WHERE expires_at IS NOT NULL AND started_at IS NULL AND state IN ('waiting', 'delayed') \
+             WHERE expires_at IS NOT NULL AND started_at IS NULL AND (state = 'waiting' OR state = 'delayed') \
              AND expires_at <= ?1",
         )
         .db()?

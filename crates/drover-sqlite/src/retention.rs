@@ -1,10 +1,11 @@
 //! Retention: removal of finished jobs beyond their queue's rules, with
 //! their attempts and log lines (see [`drover_store::Store::job_retention_sweep`]).
 //!
-//! Every query here names the partial index `jobs_finished` (migration 0003)
-//! through its exact `WHERE` term, `state IN ('completed', 'failed',
-//! 'cancelled')`: SQLite only uses a partial index when the query repeats
-//! that term, and without the index each sweep would scan every job.
+//! Every query here names the partial index `jobs_finished` (migrations
+//! 0003 and 0006) through its exact `WHERE` term, `state = 'completed' OR
+//! state = 'failed' OR state = 'cancelled'`: SQLite only uses a partial
+//! index when the query repeats that term, and without the index each
+//! sweep would scan every job.
 
 use crate::error::SqlResultExt;
 use crate::rows;
@@ -67,7 +68,7 @@ pub(crate) fn sweep(ctx: &mut Ctx<'_>, limit: u32) -> StoreResult<u64> {
             doomed = ctx
                 .conn
                 .prepare_cached(
-                    "SELECT seq FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') \
+                    "SELECT seq FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
                      AND queue = ?1 AND state = ?2 AND finished_at < ?3 ORDER BY finished_at LIMIT ?4",
                 )
                 .db()?
@@ -88,7 +89,7 @@ pub(crate) fn sweep(ctx: &mut Ctx<'_>, limit: u32) -> StoreResult<u64> {
             let older: Vec<i64> = ctx
                 .conn
                 .prepare_cached(
-                    "SELECT seq FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') \
+                    "SELECT seq FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
                      AND queue = ?1 AND state = ?2 ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4",
                 )
                 .db()?

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_retention.sql"),
     include_str!("../migrations/0004_expires_at.sql"),
     include_str!("../migrations/0005_unique_key.sql"),
+    include_str!("../migrations/0006_partial_index_or.sql"),
 ];
 
 /// The schema version this build writes.

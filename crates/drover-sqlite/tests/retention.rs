@@ -1,7 +1,7 @@
 //! Retention as only the SQLite store can show it: the attempt and log rows
 //! of a removed job are gone from their tables, the counts still equal a
-//! `GROUP BY`, and the sweep's queries use the partial index of migration
-//! 0003 rather than scanning the jobs.
+//! `GROUP BY`, and the sweep's queries use the partial index of migrations
+//! 0003 and 0006 rather than scanning the jobs.
 
 use drover_core::Timestamp;
 use drover_core::{FailureReport, JobError, JobSpec, LogLevel, ManualClock, QueueConfig, Retention, RetentionRule};
@@ -75,9 +75,9 @@ async fn sweep_queries_use_the_partial_index() {
     SqliteStore::open(path, SqliteOptions::default()).unwrap().close().await;
     let conn = rusqlite::Connection::open(path).unwrap();
     for sql in [
-        "SELECT seq FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') \
+        "SELECT seq FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
          AND queue = ?1 AND state = ?2 AND finished_at < ?3 ORDER BY finished_at LIMIT ?4",
-        "SELECT seq FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') \
+        "SELECT seq FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
          AND queue = ?1 AND state = ?2 ORDER BY finished_at DESC, seq DESC LIMIT ?3 OFFSET ?4",
     ] {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
