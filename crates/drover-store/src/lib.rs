@@ -4,8 +4,13 @@
 //!
 //! Methods are named noun-first (`job_insert_many`, `job_claim`,
 //! `queue_pause`) so that related operations sort together, and each takes
-//! one params struct or a plain id. Every mutation is durable when it
-//! returns, and its events are published after the commit.
+//! one params struct or a plain id. Every mutation is committed when it
+//! returns, and its events are published after the commit. Mutations that
+//! promise something to a caller (insert, finish, cancel, retry, logs,
+//! custom events, queue settings) are also durable on power loss when they
+//! return; a backend may answer claims, heartbeats, progress and maintenance
+//! passes before its commit reaches the disk, since losing one only means a
+//! job runs again or shows older progress (see the SQLite sync lane, ADR 0002).
 //!
 //! | module | what it holds |
 //! |---|---|
