@@ -307,8 +307,9 @@ impl WriterThread {
             Ok(()) => {
                 // The wake-up goes out at commit: a fetcher may claim a job
                 // whose insert is still being fsynced (a power cut would take
-                // both back together). Events go out before the replies, so
-                // that a caller who sees its call return also finds its events.
+                // both back together). Durable callers are answered after
+                // their batch's events are published, so they find them; fast
+                // callers (claims, heartbeats, progress) may hear back first.
                 if ready {
                     self.ready.notify();
                 }
