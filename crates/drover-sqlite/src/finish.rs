@@ -28,6 +28,21 @@ struct Ending {
     batch_id: Option<String>,
 }
 
+impl Ending {
+    /// Reads the first six columns of a row selected with `seq, attempt_seq,
+    /// started_at, worker_id, queue, batch_id` first, as every ending query does.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            attempt: r.get(1)?,
+            started_at: r.get(2)?,
+            worker_id: r.get(3)?,
+            queue: r.get(4)?,
+            batch_id: r.get(5)?,
+        })
+    }
+}
+
 /// [`drover_store::Store::job_finish_many`].
 pub(crate) fn finish(ctx: &mut Ctx<'_>, items: &[JobFinish]) -> StoreResult<Vec<StoreResult<Finished>>> {
     let mut out = Vec::with_capacity(items.len());
@@ -96,19 +111,7 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         id,
         lease,
         active_sql!("seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested"),
-        |r| {
-            Ok((
-                Ending {
-                    seq: r.get(0)?,
-                    attempt: r.get(1)?,
-                    started_at: r.get(2)?,
-                    worker_id: r.get(3)?,
-                    queue: r.get(4)?,
-                    batch_id: r.get(5)?,
-                },
-                r.get::<_, bool>(6)?,
-            ))
-        },
+        |r| Ok((Ending::from_row(r)?, r.get::<_, bool>(6)?)),
     )?;
     let Some((ending, cancelled)) = row else { return Ok(Err(StoreError::LeaseLost(id.to_string()))) };
     let (state, outcome, kind) = if cancelled {
@@ -156,14 +159,7 @@ fn fail(
         ),
         |r| {
             Ok((
-                Ending {
-                    seq: r.get(0)?,
-                    attempt: r.get(1)?,
-                    started_at: r.get(2)?,
-                    worker_id: r.get(3)?,
-                    queue: r.get(4)?,
-                    batch_id: r.get(5)?,
-                },
+                Ending::from_row(r)?,
                 r.get::<_, u32>(6)?,
                 r.get::<_, u32>(7)?,
                 crate::rows::json::<Backoff>(r, 8)?,
@@ -288,23 +284,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
              ORDER BY lease_expires_at",
         )
         .db()?
-        .query_map([now.0], |r| {
-            Ok((
-                Ending {
-                    seq: r.get(0)?,
-                    attempt: r.get(1)?,
-                    started_at: r.get(2)?,
-                    worker_id: r.get(3)?,
-                    queue: r.get(4)?,
-                    batch_id: r.get(5)?,
-                },
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-            ))
-        })
+        .query_map([now.0], |r| Ok((Ending::from_row(r)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?)))
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
