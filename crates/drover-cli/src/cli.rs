@@ -2,6 +2,7 @@
 //! `DROVER_` + its name in upper snake case.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use drover_core::JobState;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -137,8 +138,8 @@ pub struct JobsListArgs {
     #[arg(long, env = "DROVER_QUEUE")]
     pub queue: Option<String>,
     /// Only jobs in this state.
-    #[arg(long, env = "DROVER_STATE")]
-    pub state: Option<StateArg>,
+    #[arg(long, env = "DROVER_STATE", value_parser = state_parser())]
+    pub state: Option<JobState>,
     /// Only jobs of this type.
     #[arg(long, env = "DROVER_NAME")]
     pub name: Option<String>,
@@ -150,38 +151,11 @@ pub struct JobsListArgs {
     pub cursor: Option<String>,
 }
 
-/// A job state, as the API names it.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum StateArg {
-    /// Ready to run.
-    Waiting,
-    /// Waiting for its run time.
-    Delayed,
-    /// Waiting for its children to finish.
-    WaitingChildren,
-    /// Running on a worker.
-    Active,
-    /// Finished successfully.
-    Completed,
-    /// Failed for good.
-    Failed,
-    /// Cancelled.
-    Cancelled,
-}
-
-impl StateArg {
-    /// The API's name of the state.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateArg::Waiting => "waiting",
-            StateArg::Delayed => "delayed",
-            StateArg::WaitingChildren => "waiting-children",
-            StateArg::Active => "active",
-            StateArg::Completed => "completed",
-            StateArg::Failed => "failed",
-            StateArg::Cancelled => "cancelled",
-        }
-    }
+/// Accepts exactly the engine's state names, and lists them in `--help`.
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(JobState::ALL.map(JobState::as_str))
+        .map(|name| name.parse::<JobState>().expect("the parser admits only JobState::ALL names"))
 }
 
 /// Arguments of `drover queues`.
