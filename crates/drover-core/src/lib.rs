@@ -14,6 +14,7 @@
 //! | [`job`] | [`Job`]: the stored record, attempts, logs, progress, errors |
 //! | [`failure`] | what a failed, timed-out or stalled attempt leads to |
 //! | [`queue`] | per-queue configuration |
+//! | [`limit`] | per-key limits and the sliding window of starts behind rate limits |
 //! | [`event`] | lifecycle and handler-defined events |
 //!
 //! ```
@@ -32,6 +33,7 @@ pub mod event;
 pub mod failure;
 pub mod id;
 pub mod job;
+pub mod limit;
 pub mod queue;
 pub mod spec;
 pub mod state;
@@ -42,6 +44,7 @@ pub use event::{Event, EventKind};
 pub use failure::{FailureDecision, FailureReport, StallDecision, decide_failure, decide_stall};
 pub use id::{JobId, LeaseToken};
 pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
+pub use limit::{KeyLimit, StartWindow};
 pub use queue::{QueueConfig, RateLimit, Retention, RetentionRule};
 pub use spec::{JobSpec, SpecError};
 pub use state::JobState;

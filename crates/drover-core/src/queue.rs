@@ -13,6 +13,19 @@ pub struct RateLimit {
     pub per_ms: u64,
 }
 
+impl RateLimit {
+    /// Checks that the limit allows something: `max` and `per_ms` at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max == 0 || self.per_ms == 0 {
+            return Err("max and per_ms must both be at least 1".into());
+        }
+        if self.per_ms > i64::MAX as u64 / 2 {
+            return Err("per_ms is too large".into());
+        }
+        Ok(())
+    }
+}
+
 /// How many finished jobs of one kind to keep, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,12 +1,14 @@
 //! Claims, and the promotion of due delayed jobs that precedes them.
 
 use crate::error::SqlResultExt;
+use crate::limits::Gate;
 use crate::rows::{self, job_cols};
 use crate::writer::Ctx;
-use drover_core::{EventKind, JobState, LeaseToken};
+use drover_core::{EventKind, JobState, LeaseToken, QueueConfig};
 use drover_store::{ClaimedJob, JobClaimParams, PendingEvent, StoreResult};
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// [`drover_store::Store::job_promote_due`]: `delayed` jobs whose `run_at`
@@ -67,9 +69,10 @@ pub(crate) fn promote(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
 
 /// [`drover_store::Store::job_claim`].
 ///
-/// Each queue's ready index is read separately, up to `max` rows in claim
-/// order, and the short lists are merged here: an `IN (...) ORDER BY` over
-/// several queues would sort the whole ready set.
+/// Each queue's ready index is read separately, up to what the queue may
+/// start, in claim order, and the short lists are merged here: an
+/// `IN (...) ORDER BY` over several queues would sort the whole ready set.
+/// Flow control (caps, rate limits, holds) goes through a [`Gate`].
 pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
     promote(ctx)?;
     // Before picking: a job past its TTL must never be handed out.
@@ -82,33 +85,51 @@ pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<Cl
     queues.sort_unstable();
     queues.dedup();
 
+    let mut gate = Gate::open(ctx.conn, ctx.now())?;
     // Candidates are read whole, so that claiming costs one update per job
     // and no second lookup; a multi-queue claim decodes a few rows it drops.
     let mut picked: Vec<(i64, drover_core::Job)> = Vec::with_capacity(max.min(1024));
-    {
-        let mut paused = ctx.conn.prepare_cached("SELECT paused FROM queues WHERE name = ?1").db()?;
-        let mut ready = ctx
+    for queue in &queues {
+        let stored: Option<(bool, Option<QueueConfig>)> = ctx
             .conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                job_cols!(),
-                " FROM jobs WHERE queue = ?1 AND state = 'waiting' ORDER BY priority, run_at, seq LIMIT ?2"
-            ))
+            .prepare_cached("SELECT paused, config FROM queues WHERE name = ?1")
+            .db()?
+            .query_row([queue], |r| Ok((r.get(0)?, rows::opt_json(r, 1)?)))
+            .optional()
             .db()?;
-        for queue in &queues {
-            let is_paused: Option<bool> = paused.query_row([queue], |r| r.get(0)).optional().db()?;
-            if is_paused == Some(true) {
-                continue;
-            }
-            let rows = ready.query_map(params![queue, max as i64], |r| Ok((r.get(0)?, rows::job(r)?))).db()?;
-            for row in rows {
-                picked.push(row.db()?);
-            }
+        let (paused, config) = stored.unwrap_or_default();
+        if paused {
+            continue;
+        }
+        let active = if config.as_ref().is_some_and(|c| c.concurrency.is_some()) { active_in(ctx, queue)? } else { 0 };
+        let room = gate.queue_room(ctx.conn, queue, config.as_ref(), active)?;
+        let want = max.min(room as usize);
+        if want == 0 {
+            continue;
+        }
+        if gate.keyed() {
+            pick_keyed(ctx, &mut gate, queue, want, &mut picked)?;
+        } else {
+            pick_in_order(ctx, queue, want, &mut picked)?;
         }
     }
     if queues.len() > 1 {
         picked.sort_unstable_by_key(|(seq, job)| (job.priority, job.run_at, *seq));
+        for (_, job) in picked.iter().skip(max) {
+            if let Some(key) = &job.rate_limit_key {
+                gate.untake_key(key);
+            }
+        }
         picked.truncate(max);
+    }
+    let mut taken: HashMap<&str, u32> = HashMap::new();
+    for (_, job) in &picked {
+        if let Some(queue) = queues.iter().find(|q| **q == job.queue) {
+            *taken.entry(queue).or_default() += 1;
+        }
+    }
+    if gate.close(ctx, &taken)? {
+        ctx.cap_reached();
     }
 
     let now = ctx.now();
@@ -142,4 +163,86 @@ pub(crate) fn claim(ctx: &mut Ctx<'_>, p: &JobClaimParams) -> StoreResult<Vec<Cl
         claimed.push(ClaimedJob { attempt: job.attempts_made, job, lease_token, lease_expires_at: expires });
     }
     Ok(claimed)
+}
+
+/// Active jobs of `queue`, as `queue_counts` will hold them at commit.
+fn active_in(ctx: &Ctx<'_>, queue: &str) -> StoreResult<u64> {
+    let stored: Option<i64> = ctx
+        .conn
+        .prepare_cached("SELECT n FROM queue_counts WHERE queue = ?1 AND state = 'active'")
+        .db()?
+        .query_row([queue], |r| r.get(0))
+        .optional()
+        .db()?;
+    Ok((stored.unwrap_or(0) + ctx.counts.get(queue, JobState::Active)).max(0) as u64)
+}
+
+/// The first `want` ready jobs of `queue`, in claim order: no key is limited.
+fn pick_in_order(
+    ctx: &Ctx<'_>,
+    queue: &str,
+    want: usize,
+    picked: &mut Vec<(i64, drover_core::Job)>,
+) -> StoreResult<()> {
+    let mut ready = ctx
+        .conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE queue = ?1 AND state = 'waiting' ORDER BY priority, run_at, seq LIMIT ?2"
+        ))
+        .db()?;
+    for row in ready.query_map(params![queue, want as i64], |r| Ok((r.get(0)?, rows::job(r)?))).db()? {
+        picked.push(row.db()?);
+    }
+    Ok(())
+}
+
+/// How many ready jobs held back by their key a claim steps over before it
+/// gives up on a queue. Bounds the cost of a claim when a large backlog of
+/// one held-back key sits at the head of the queue; jobs of other keys
+/// behind more than this many wait until the backlog moves (ADR 0008).
+const MAX_SKIPPED: usize = 10_000;
+
+/// Up to `want` ready jobs of `queue` in claim order whose rate-limit key
+/// lets them start: jobs of a key at its cap, out of its rate, or held back
+/// are stepped over, so later jobs of other keys still run.
+fn pick_keyed(
+    ctx: &Ctx<'_>,
+    gate: &mut Gate,
+    queue: &str,
+    want: usize,
+    picked: &mut Vec<(i64, drover_core::Job)>,
+) -> StoreResult<()> {
+    let mut seqs = Vec::with_capacity(want);
+    {
+        let mut ready = ctx
+            .conn
+            .prepare_cached(
+                "SELECT seq, rate_limit_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                 ORDER BY priority, run_at, seq",
+            )
+            .db()?;
+        let mut rows = ready.query([queue]).db()?;
+        let mut skipped = 0;
+        while seqs.len() < want && skipped < MAX_SKIPPED {
+            let Some(row) = rows.next().db()? else { break };
+            let seq: i64 = row.get(0).db()?;
+            let key: Option<String> = row.get(1).db()?;
+            let allowed = match &key {
+                None => true,
+                Some(key) => gate.take_key(ctx.conn, key)?,
+            };
+            if allowed {
+                seqs.push(seq);
+            } else {
+                skipped += 1;
+            }
+        }
+    }
+    let mut by_seq = ctx.conn.prepare_cached(concat!("SELECT ", job_cols!(), " FROM jobs WHERE seq = ?1")).db()?;
+    for seq in seqs {
+        picked.push(by_seq.query_row([seq], |r| Ok((r.get(0)?, rows::job(r)?))).db()?);
+    }
+    Ok(())
 }

@@ -61,6 +61,11 @@ impl CountDeltas {
         }
     }
 
+    /// The net change so far to `queue`'s count of `state`.
+    pub fn get(&self, queue: &str, state: JobState) -> i64 {
+        self.queues.iter().find(|(q, _)| q == queue).map_or(0, |(_, deltas)| deltas[slot(state)])
+    }
+
     /// Forgets every change (the transaction they belonged to rolled back).
     pub fn clear(&mut self) {
         self.queues.clear();

@@ -52,6 +52,9 @@ pub(crate) fn finish(ctx: &mut Ctx<'_>, items: &[JobFinish]) -> StoreResult<Vec<
             FinishOutcome::Fail(report) => fail(ctx, &item.id, item.lease_token.0, Some(report))?,
             FinishOutcome::Release => fail(ctx, &item.id, item.lease_token.0, None)?,
         };
+        if result.is_ok() {
+            ctx.slot_freed();
+        }
         out.push(result);
     }
     Ok(out)
@@ -155,7 +158,7 @@ fn fail(
         lease,
         active_sql!(
             "seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
-             cancel_requested"
+             cancel_requested, rate_limit_key"
         ),
         |r| {
             Ok((
@@ -164,10 +167,11 @@ fn fail(
                 r.get::<_, u32>(7)?,
                 crate::rows::json::<Backoff>(r, 8)?,
                 r.get::<_, bool>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         },
     )?;
-    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested)) = row else {
+    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, key)) = row else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
     let Some(report) = report else {
@@ -203,6 +207,9 @@ fn fail(
         .db()?;
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, Some(&error))?;
+    if let (AttemptOutcome::RateLimited, Some(until)) = (outcome, run_at) {
+        crate::limits::hold(ctx, &ending.queue, key.as_deref(), until)?;
+    }
     if run_at.is_some() {
         // A fetcher sleeping until the next due time may need to wake sooner.
         ctx.ready = true;
@@ -315,6 +322,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             .db()?;
         ctx.counts.moved(&ending.queue, JobState::Active, state);
         append_attempt(ctx, &ending, now, AttemptOutcome::Stalled, Some(&error_json))?;
+        ctx.slot_freed();
         let batch = ending.batch_id.as_deref();
         ctx.event(|| {
             PendingEvent::job(EventKind::Stalled, &id, &ending.queue, batch, now, json!({ "stalls": stalls }))

@@ -41,6 +41,7 @@ mod expire;
 mod finish;
 mod job_query;
 mod job_sql;
+mod limits;
 mod queue_sql;
 mod reader;
 mod retention;
@@ -51,11 +52,11 @@ mod writer;
 
 use async_trait::async_trait;
 use drover_core::{Clock, Event, EventKind, Job, JobId, JobSpec, LeaseToken, LogEntry, Progress, QueueConfig};
-use drover_core::{SystemClock, Timestamp};
+use drover_core::{KeyLimit, SystemClock, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, ReadySignal, RescueReport, Store, StoreError,
-    StoreResult,
+    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, RateLimitRule, RateLimitState, ReadySignal,
+    RescueReport, Store, StoreError, StoreResult,
 };
 use error::SqlResultExt;
 use reader::Readers;
@@ -380,30 +381,48 @@ impl Store for SqliteStore {
 
     async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>> {
         let queues = queues.to_vec();
-        self.readers.read(move |conn| job_query::next_due(conn, &queues)).await
+        let now = self.clock.now();
+        self.readers
+            .read(move |conn| {
+                let due = job_query::next_due(conn, &queues)?;
+                let released = limits::next_change(conn, now)?;
+                Ok(match (due, released) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+            })
+            .await
     }
 
     async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        let now = self.clock.now();
         self.readers
-            .read(|conn| {
+            .read(move |conn| {
                 let tx = conn.unchecked_transaction().db()?;
-                queue_sql::list(&tx)
+                queue_sql::list(&tx, now)
             })
             .await
     }
 
     async fn queue_get(&self, name: &str) -> StoreResult<QueueInfo> {
         let name = name.to_owned();
+        let now = self.clock.now();
         self.readers
             .read(move |conn| {
                 let tx = conn.unchecked_transaction().db()?;
-                queue_sql::get(&tx, &name)
+                queue_sql::get(&tx, &name, now)
             })
             .await
     }
 
     async fn queue_config_set(&self, name: &str, config: QueueConfig) -> StoreResult<QueueInfo> {
         drover_core::spec::validate_queue_name(name)?;
+        if config.concurrency == Some(0) {
+            return Err(StoreError::invalid("concurrency", "must be at least 1 (pause the queue to stop it)"));
+        }
+        if let Some(limit) = &config.rate_limit {
+            limit.validate().map_err(|m| StoreError::invalid("rate_limit", m))?;
+        }
         let name = name.to_owned();
         self.writer.call(|reply| Command::QueueConfigSet { name, config, reply }).await
     }
@@ -412,6 +431,34 @@ impl Store for SqliteStore {
         drover_core::spec::validate_queue_name(name)?;
         let name = name.to_owned();
         self.writer.call(|reply| Command::QueuePauseSet { name, paused, reply }).await
+    }
+
+    async fn rate_limit_set(&self, key: &str, limit: KeyLimit) -> StoreResult<RateLimitRule> {
+        drover_core::limit::validate_key_pattern(key).map_err(|m| StoreError::invalid("key", m))?;
+        limit.validate().map_err(|(field, m)| StoreError::invalid(field, m))?;
+        let key = key.to_owned();
+        self.writer.call(|reply| Command::RateLimitSet { key, limit, reply }).await
+    }
+
+    async fn rate_limit_delete(&self, key: &str) -> StoreResult<bool> {
+        let key = key.to_owned();
+        self.writer.call(|reply| Command::RateLimitDelete { key, reply }).await
+    }
+
+    async fn rate_limit_list(&self) -> StoreResult<Vec<RateLimitRule>> {
+        self.readers.read(limits::rule_list).await
+    }
+
+    async fn rate_limit_get(&self, key: &str) -> StoreResult<RateLimitState> {
+        drover_core::limit::validate_key_pattern(key).map_err(|m| StoreError::invalid("key", m))?;
+        let key = key.to_owned();
+        let now = self.clock.now();
+        self.readers
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction().db()?;
+                limits::key_state(&tx, &key, now)
+            })
+            .await
     }
 
     fn ready_signal(&self) -> watch::Receiver<u64> {

@@ -1,15 +1,15 @@
 //! Queues: their stored config and pause flag, and their job counts.
 
 use crate::error::SqlResultExt;
-use crate::rows;
 use crate::writer::Ctx;
-use drover_core::{EventKind, QueueConfig};
+use crate::{limits, rows};
+use drover_core::{EventKind, QueueConfig, Timestamp};
 use drover_store::{PendingEvent, QueueInfo, StateCounts, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 /// One queue with its counts; defaults for a queue never configured.
-pub(crate) fn get(conn: &Connection, name: &str) -> StoreResult<QueueInfo> {
+pub(crate) fn get(conn: &Connection, name: &str, now: Timestamp) -> StoreResult<QueueInfo> {
     let stored: Option<(bool, Option<QueueConfig>)> = conn
         .prepare_cached("SELECT paused, config FROM queues WHERE name = ?1")
         .db()?
@@ -24,17 +24,20 @@ pub(crate) fn get(conn: &Connection, name: &str) -> StoreResult<QueueInfo> {
     while let Some(row) = found.next().db()? {
         counts.add(rows::state(row, 0).db()?, row.get::<_, i64>(1).db()? as u64);
     }
-    Ok(QueueInfo { name: name.to_owned(), paused, config: config.unwrap_or_default(), counts })
+    let config = config.unwrap_or_default();
+    let throttled_until = limits::queue_throttled_until(conn, name, &config, now)?;
+    Ok(QueueInfo { name: name.to_owned(), paused, config, counts, throttled_until })
 }
 
 /// Every queue that is configured or holds jobs, sorted by name.
-pub(crate) fn list(conn: &Connection) -> StoreResult<Vec<QueueInfo>> {
+pub(crate) fn list(conn: &Connection, now: Timestamp) -> StoreResult<Vec<QueueInfo>> {
     let mut queues: BTreeMap<String, QueueInfo> = BTreeMap::new();
     let blank = |name: &str| QueueInfo {
         name: name.to_owned(),
         paused: false,
         config: QueueConfig::default(),
         counts: StateCounts::default(),
+        throttled_until: None,
     };
     let mut stmt = conn.prepare_cached("SELECT name, paused, config FROM queues").db()?;
     let mut found = stmt.query([]).db()?;
@@ -60,6 +63,9 @@ pub(crate) fn list(conn: &Connection) -> StoreResult<Vec<QueueInfo>> {
             info.counts.add(state, n);
         }
     }
+    for info in queues.values_mut() {
+        info.throttled_until = limits::queue_throttled_until(conn, &info.name, &info.config, now)?;
+    }
     Ok(queues.into_values().collect())
 }
 
@@ -72,6 +78,8 @@ pub(crate) fn config_set(ctx: &mut Ctx<'_>, name: &str, config: &QueueConfig) ->
         .db()?
         .execute(params![name, rows::to_json(config)])
         .db()?;
+    // A raised cap or rate may let waiting jobs go now.
+    ctx.ready = true;
     get_in_batch(ctx, name)
 }
 
@@ -110,5 +118,5 @@ pub(crate) fn pause_set(ctx: &mut Ctx<'_>, name: &str, paused: bool) -> StoreRes
 /// `apply_isolated` restores the in-memory ones.
 fn get_in_batch(ctx: &mut Ctx<'_>, name: &str) -> StoreResult<QueueInfo> {
     ctx.counts.flush(ctx.conn).db()?;
-    get(ctx.conn, name)
+    get(ctx.conn, name, ctx.now())
 }

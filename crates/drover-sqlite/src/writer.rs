@@ -14,11 +14,12 @@
 use crate::counts::CountDeltas;
 use crate::error::store_error;
 use crate::sync::{Committed, SyncLane};
-use crate::{SqlitePragmas, claim, expire, finish, job_sql, queue_sql, retention};
-use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, Timestamp};
+use crate::{SqlitePragmas, claim, expire, finish, job_sql, limits, queue_sql, retention};
+use drover_core::{Clock, Job, JobId, KeyLimit, LeaseToken, Progress, QueueConfig, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, ReadySignal, RescueReport, StoreError, StoreResult,
+    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, RateLimitRule, ReadySignal, RescueReport, StoreError,
+    StoreResult,
 };
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub(crate) enum Command {
     JobExpire { reply: Reply<u64> },
     QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
     QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
+    RateLimitSet { key: String, limit: KeyLimit, reply: Reply<RateLimitRule> },
+    RateLimitDelete { key: String, reply: Reply<bool> },
     Pragmas { reply: Reply<SqlitePragmas> },
 }
 
@@ -68,6 +71,10 @@ pub(crate) struct Ctx<'c> {
     pub counts: CountDeltas,
     /// The row of each lease handed out, so a finish can skip the id index.
     pub leases: &'c mut LeaseRows,
+    /// A claim left jobs behind because a concurrency cap was reached: the
+    /// next job to leave `active` must wake fetchers (see [`Ctx::slot_freed`]).
+    /// Kept across batches; a stale `true` costs one needless wake-up.
+    cap_waiters: &'c mut bool,
     /// A savepoint could not be rolled back: the batch must not commit.
     poisoned: bool,
 }
@@ -81,6 +88,20 @@ impl Ctx<'_> {
     /// True when events are wanted; lets callers skip building their data.
     pub fn wants_events(&self) -> bool {
         self.want_events
+    }
+
+    /// A claim was held back by a concurrency cap.
+    pub fn cap_reached(&mut self) {
+        *self.cap_waiters = true;
+    }
+
+    /// A job left `active`: if a claim was held back by a cap, fetchers
+    /// must look again, since the slot may be theirs.
+    pub fn slot_freed(&mut self) {
+        if *self.cap_waiters {
+            *self.cap_waiters = false;
+            self.ready = true;
+        }
     }
 
     /// Records an event for after commit, built only if someone listens.
@@ -177,6 +198,7 @@ impl Writer {
                     counters: thread_counters,
                     counts: CountDeltas::default(),
                     leases: LeaseRows::default(),
+                    cap_waiters: false,
                 };
                 state.run(rx);
             })
@@ -226,6 +248,7 @@ struct WriterThread {
     /// Kept between batches only to reuse its allocation; always empty there.
     counts: CountDeltas,
     leases: LeaseRows,
+    cap_waiters: bool,
 }
 
 impl WriterThread {
@@ -271,6 +294,7 @@ impl WriterThread {
             ready: false,
             counts: std::mem::take(&mut self.counts),
             leases: &mut self.leases,
+            cap_waiters: &mut self.cap_waiters,
             poisoned: false,
         };
 
@@ -436,6 +460,8 @@ impl Command {
             Command::QueuePauseSet { name, paused, reply } => {
                 call(reply, move |c| queue_sql::pause_set(c, &name, paused))
             }
+            Command::RateLimitSet { key, limit, reply } => call(reply, move |c| limits::rule_set(c, &key, &limit)),
+            Command::RateLimitDelete { key, reply } => call(reply, move |c| limits::rule_delete(c, &key)),
             Command::Pragmas { reply } => call(reply, |c| crate::schema::pragmas(c.conn)),
         }
     }

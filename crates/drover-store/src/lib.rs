@@ -80,7 +80,18 @@ pub trait Store: Send + Sync + 'static {
     /// `lease_expires_at = now + lease_ms`, `started_at = now`, the worker id,
     /// and `attempts_made + 1`. No job is handed to two claimers.
     ///
-    /// Events: `job:waiting` per promoted job, `job:active` per claimed job.
+    /// Flow control holds even with parallel claimers: a queue with a
+    /// `concurrency` cap never has more active jobs than it; a queue with a
+    /// `rate_limit` never starts more than `max` jobs in any `per_ms`
+    /// window; a job with a `rate_limit_key` is skipped (later jobs may be
+    /// taken) while its key is at its cap or rate limit
+    /// ([`Store::rate_limit_set`]); and a queue or key held back by a
+    /// handler's "rate limited, retry after T" hands out nothing until then.
+    /// So a claim may return fewer than `max` jobs although more are ready.
+    ///
+    /// Events: `job:waiting` per promoted job, `job:active` per claimed job,
+    /// `queue:throttled` (data `{"throttled_until"}`) when the claim used up
+    /// a queue's rate limit.
     async fn job_claim(&self, params: JobClaimParams) -> StoreResult<Vec<ClaimedJob>>;
 
     /// Extends leases and optionally records progress, one entry per job.
@@ -127,12 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// failure follows [`drover_core::decide_failure`]: `delayed` for a retry
     /// or a rate-limit deferral (which hands the attempt back:
     /// `attempts_made - 1`), else `failed` (or `cancelled` when a cancel was
-    /// requested). A release ([`FinishOutcome::Release`]) sends the job back
+    /// requested). A rate-limit deferral also holds back, until its
+    /// `run_at`, every job with the same `rate_limit_key`, or, for a job
+    /// without a key, its whole queue. A release ([`FinishOutcome::Release`]) sends the job back
     /// to `waiting` with the attempt handed back. Every item appends one
     /// attempt to the history.
     ///
     /// Events: `job:completed`, `job:retrying`, `job:failed`,
-    /// `job:cancelled` or `job:waiting` per item.
+    /// `job:cancelled` or `job:waiting` per item; `queue:throttled` (data
+    /// `{"throttled_until", "rate_limit_key"}`) per rate-limit deferral.
     async fn job_finish_many(&self, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>>;
 
     /// Cancels a job.
@@ -200,7 +214,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_retention_sweep(&self, limit: u32) -> StoreResult<u64>;
 
     /// The earliest `run_at` of a `delayed` job in `queues` (all queues when
-    /// empty): when a fetcher with nothing to do should look again.
+    /// empty), or the earliest future instant a rate limit or hold may let
+    /// a held-back job go, whichever comes first: when a fetcher with
+    /// nothing to do should look again.
     async fn job_next_due(&self, queues: &[String]) -> StoreResult<Option<Timestamp>>;
 
     /// Every known queue (configured, or holding jobs) with its counts per
@@ -215,6 +231,33 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Errors: [`StoreError::Invalid`] for a bad queue name.
     async fn queue_config_set(&self, name: &str, config: QueueConfig) -> StoreResult<QueueInfo>;
+
+    /// Sets the limits shared by every job whose `rate_limit_key` is `key`
+    /// (or, for a `key` ending in `*`, by each key with that prefix, each
+    /// key counted apart), replacing any limits set before for it.
+    ///
+    /// Claims then hand out a job with such a key only while fewer than
+    /// `concurrency` jobs with the key are active, and while fewer than
+    /// `rate_limit.max` jobs with the key started in the last
+    /// `rate_limit.per_ms` (see [`drover_core::StartWindow`]). The key's
+    /// own rule applies, else the longest matching prefix rule.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad pattern or limit.
+    async fn rate_limit_set(&self, key: &str, limit: drover_core::KeyLimit) -> StoreResult<RateLimitRule>;
+
+    /// Removes the limits set for `key` (a key or a prefix pattern); false
+    /// when there were none. Its jobs run unlimited (or under a prefix rule)
+    /// from the next claim on.
+    async fn rate_limit_delete(&self, key: &str) -> StoreResult<bool>;
+
+    /// Every rule set with [`Store::rate_limit_set`], sorted by key.
+    async fn rate_limit_list(&self) -> StoreResult<Vec<RateLimitRule>>;
+
+    /// Where the concrete key `key` stands: the rule that applies, its
+    /// active jobs, its starts in the current window, and until when it is
+    /// held back (a key nobody configured can still be held back by a
+    /// handler's "rate limited").
+    async fn rate_limit_get(&self, key: &str) -> StoreResult<RateLimitState>;
 
     /// Pauses (true) or resumes (false) a queue. A paused queue keeps its jobs
     /// `waiting` and hands none out; active jobs run on.

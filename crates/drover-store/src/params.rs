@@ -255,4 +255,36 @@ pub struct QueueInfo {
     pub config: QueueConfig,
     /// Jobs per state.
     pub counts: StateCounts,
+    /// Until when the queue hands out no job although it may have some
+    /// ready: a handler's "rate limited" hold on it, or its rate limit used
+    /// up. `None` when it is not held back.
+    pub throttled_until: Option<drover_core::Timestamp>,
+}
+
+/// Limits configured for a rate-limit key, or for each key with a prefix
+/// (`key` ending in `*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitRule {
+    /// The key, or the prefix followed by `*`.
+    pub key: String,
+    /// The limits.
+    pub limit: drover_core::KeyLimit,
+}
+
+/// Where one rate-limit key stands now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// The key asked about.
+    pub key: String,
+    /// The rule that applies to it (its own, or the longest matching
+    /// prefix), if any.
+    pub rule: Option<RateLimitRule>,
+    /// Jobs with the key active now.
+    pub active: u64,
+    /// Starts of jobs with the key in the current rate-limit window (0
+    /// without a rate limit).
+    pub started_in_window: u32,
+    /// Until when no job with the key is handed out: a handler's "rate
+    /// limited" hold, or the rate limit used up. `None` when not held back.
+    pub throttled_until: Option<drover_core::Timestamp>,
 }

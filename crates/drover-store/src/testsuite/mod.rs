@@ -144,6 +144,16 @@ macro_rules! conformance_suite {
                 unique_for_window,
                 unique_key_within_bulk,
                 unique_for_ms_needs_key,
+                // limits.rs
+                queue_concurrency_cap_parallel,
+                key_concurrency_cap_parallel,
+                queue_rate_limit_window,
+                queue_rate_limit_throttles,
+                key_rate_limit_by_prefix,
+                rate_limited_failure_holds_key,
+                rate_limited_failure_holds_queue,
+                cap_release_wakes_fetchers,
+                rate_limit_rules_crud,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,
