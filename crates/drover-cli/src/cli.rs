@@ -28,6 +28,8 @@ pub enum Command {
     Jobs(JobsArgs),
     /// List queues with their counts; pause, resume and configure them.
     Queues(QueuesArgs),
+    /// Concurrency caps and rate limits per rate-limit key or key prefix.
+    RateLimits(RateLimitsArgs),
     /// Bulk-enqueue jobs from a JSONL or CSV file, with a progress bar.
     Import(ImportArgs),
 }
@@ -202,6 +204,52 @@ pub struct QueueSetArgs {
     #[arg(long, env = "DROVER_CONCURRENCY", value_parser = parse_concurrency)]
     pub concurrency: Option<Limit<u32>>,
     /// Most job starts per window, as `MAX/PER_MS` (e.g. `10/1000`), or `none`.
+    #[arg(long, env = "DROVER_RATE_LIMIT", value_parser = parse_rate_limit)]
+    pub rate_limit: Option<Limit<(u32, u64)>>,
+}
+
+/// Arguments of `drover rate-limits`.
+#[derive(Debug, Args)]
+pub struct RateLimitsArgs {
+    /// Which rate-limits command.
+    #[command(subcommand)]
+    pub command: RateLimitsCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover rate-limits` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RateLimitsCommand {
+    /// List the rules of every key and key prefix.
+    List,
+    /// Show where one key stands: its rule, active jobs, starts in the window, hold.
+    Show(RateLimitKeyArg),
+    /// Set a key's (or, with a trailing `*`, each prefixed key's) limits; settings not named keep their value.
+    #[command(after_help = "Examples:\n  drover rate-limits set places --concurrency 4\n  \
+                            drover rate-limits set 'tenant:*' --rate-limit 10/60000")]
+    Set(RateLimitSetArgs),
+    /// Remove a key's or prefix's rule.
+    Remove(RateLimitKeyArg),
+}
+
+/// A rate-limit key (or prefix pattern) argument.
+#[derive(Debug, Args)]
+pub struct RateLimitKeyArg {
+    /// The key, or a prefix followed by `*`.
+    pub key: String,
+}
+
+/// Arguments of `drover rate-limits set`.
+#[derive(Debug, Args)]
+pub struct RateLimitSetArgs {
+    /// The key, or a prefix followed by `*` (each matching key limited apart).
+    pub key: String,
+    /// Most jobs with the key active at once across all workers, or `none`.
+    #[arg(long, env = "DROVER_CONCURRENCY", value_parser = parse_concurrency)]
+    pub concurrency: Option<Limit<u32>>,
+    /// Most starts of jobs with the key per window, as `MAX/PER_MS`, or `none`.
     #[arg(long, env = "DROVER_RATE_LIMIT", value_parser = parse_rate_limit)]
     pub rate_limit: Option<Limit<(u32, u64)>>,
 }

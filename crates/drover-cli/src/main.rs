@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
         cli::Command::Enqueue(args) => done(commands::enqueue::run(args).await),
         cli::Command::Jobs(args) => commands::jobs::run(args).await,
         cli::Command::Queues(args) => done(commands::queues::run(args).await),
+        cli::Command::RateLimits(args) => done(commands::rate_limits::run(args).await),
         cli::Command::Import(args) => done(commands::import::run(args).await),
     };
     match outcome {

@@ -3,9 +3,9 @@
 use crate::events::{EventFilter, EventStream};
 use crate::handler::Job;
 use crate::{Error, Result};
-use drover_core::{JobId, JobSpec, LogEntry};
+use drover_core::{JobId, JobSpec, KeyLimit, LogEntry, QueueConfig};
 use drover_sqlite::{SqliteOptions, SqliteStore};
-use drover_store::{CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, Store};
+use drover_store::{CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, RateLimitRule, RateLimitState, Store};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -99,6 +99,35 @@ impl Client {
     /// Resumes a paused queue.
     pub async fn resume(&self, queue: &str) -> Result<QueueInfo> {
         Ok(self.store.queue_pause_set(queue, false).await?)
+    }
+
+    /// Sets a queue's settings: concurrency cap across all workers, rate
+    /// limit, job defaults, retention.
+    pub async fn queue_configure(&self, queue: &str, config: QueueConfig) -> Result<QueueInfo> {
+        Ok(self.store.queue_config_set(queue, config).await?)
+    }
+
+    /// Sets the concurrency cap and rate limit shared by the jobs whose
+    /// `rate_limit_key` is `key`, or, for `"prefix*"`, by each key with that
+    /// prefix (each key counted apart).
+    pub async fn rate_limit_set(&self, key: &str, limit: KeyLimit) -> Result<RateLimitRule> {
+        Ok(self.store.rate_limit_set(key, limit).await?)
+    }
+
+    /// Removes the limits of a key or prefix; false when there were none.
+    pub async fn rate_limit_delete(&self, key: &str) -> Result<bool> {
+        Ok(self.store.rate_limit_delete(key).await?)
+    }
+
+    /// Every key and prefix rule.
+    pub async fn rate_limits(&self) -> Result<Vec<RateLimitRule>> {
+        Ok(self.store.rate_limit_list().await?)
+    }
+
+    /// Where one key stands: its rule, active jobs, starts in the window,
+    /// and until when it is held back.
+    pub async fn rate_limit_get(&self, key: &str) -> Result<RateLimitState> {
+        Ok(self.store.rate_limit_get(key).await?)
     }
 
     /// Lifecycle and handler-defined events that pass `filter`, from now on.

@@ -142,11 +142,15 @@ impl Api {
         }
     }
 
-    /// Sends a request and reads a JSON answer, or the API error.
+    /// Sends a request and reads a JSON answer (`null` for 204 No Content),
+    /// or the API error.
     async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
         let response = request.header(ACCEPT, "application/json").send().await.map_err(|e| self.transport(e))?;
         if !response.status().is_success() {
             return Err(ApiError::from_response(response).await.into());
+        }
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
         }
         let text = response.text().await.map_err(|e| self.transport(e))?;
         serde_json::from_str(&text).context("the server answered with something that is not JSON")

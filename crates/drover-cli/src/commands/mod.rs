@@ -6,6 +6,7 @@ pub mod enqueue;
 pub mod import;
 pub mod jobs;
 pub mod queues;
+pub mod rate_limits;
 pub mod watch;
 
 use crate::cli::JobOptions;

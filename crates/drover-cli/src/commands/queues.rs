@@ -55,31 +55,43 @@ async fn set(api: &Api, args: QueueSetArgs) -> anyhow::Result<Value> {
             config[key] = value.clone();
         }
     }
-    match args.concurrency {
+    apply_limits(&mut config, args.concurrency, args.rate_limit);
+    api.call(Method::PUT, &["api", "queues", &args.queue], Some(&config)).await
+}
+
+/// Writes the limits named on the command line into a config object
+/// (`concurrency`, `rate_limit`), leaving the others as they are; `none`
+/// clears one. Shared by `queues set` and `rate-limits set`.
+pub fn apply_limits(config: &mut Value, concurrency: Option<Limit<u32>>, rate_limit: Option<Limit<(u32, u64)>>) {
+    match concurrency {
         Some(Limit::To(n)) => config["concurrency"] = json!(n),
         Some(Limit::Unlimited) => config["concurrency"] = Value::Null,
         None => {}
     }
-    match args.rate_limit {
+    match rate_limit {
         Some(Limit::To((max, per_ms))) => config["rate_limit"] = json!({ "max": max, "per_ms": per_ms }),
         Some(Limit::Unlimited) => config["rate_limit"] = Value::Null,
         None => {}
     }
-    api.call(Method::PUT, &["api", "queues", &args.queue], Some(&config)).await
+}
+
+/// A rate limit as the tables show it: `MAX/PER_MSms`, blank for none.
+pub fn render_rate(rate: Option<&Value>) -> String {
+    rate.filter(|r| !r.is_null()).map_or_else(String::new, |r| format!("{}/{}ms", cell(r, "max"), cell(r, "per_ms")))
 }
 
 fn render_queues(queues: &[Value]) -> String {
     let mut headers = vec!["QUEUE", "PAUSED"];
     headers.extend([">WAITING", ">DELAYED", ">W-CHILDREN", ">ACTIVE", ">COMPLETED", ">FAILED", ">CANCELLED"]);
-    headers.extend([">CONCURRENCY", "RATE LIMIT"]);
+    headers.extend([">CONCURRENCY", "RATE LIMIT", "THROTTLED UNTIL"]);
     let mut table = Table::new(&headers);
     for q in queues {
         let counts = q.get("counts").unwrap_or(&Value::Null);
         let mut row = vec![cell(q, "name"), if q.get("paused") == Some(&json!(true)) { "yes" } else { "no" }.into()];
         row.extend(STATES.iter().map(|s| cell(counts, s)));
         row.push(cell(q, "concurrency"));
-        let rate = q.get("rate_limit").filter(|r| !r.is_null());
-        row.push(rate.map_or_else(String::new, |r| format!("{}/{}ms", cell(r, "max"), cell(r, "per_ms"))));
+        row.push(render_rate(q.get("rate_limit")));
+        row.push(cell(q, "throttled_until"));
         table.row(row);
     }
     table.render()

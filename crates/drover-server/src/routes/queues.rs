@@ -31,7 +31,8 @@ pub(crate) struct QueueView {
     concurrency: Option<u32>,
     #[schema(value_type = Option<Object>)]
     rate_limit: Option<drover_core::RateLimit>,
-    /// Set while a handler's "rate limited" holds the queue back (issue 4).
+    /// Until when the queue starts nothing: a handler's "rate limited"
+    /// hold, or its rate limit used up.
     throttled_until: Option<String>,
     default_job_options: Map<String, Value>,
     #[schema(value_type = Object)]
@@ -46,7 +47,7 @@ impl From<QueueInfo> for QueueView {
             counts: q.counts,
             concurrency: q.config.concurrency,
             rate_limit: q.config.rate_limit,
-            throttled_until: None,
+            throttled_until: q.throttled_until.map(crate::dto::rfc3339),
             default_job_options: q.config.default_job_options,
             retention: q.config.retention,
         }
@@ -78,10 +79,8 @@ fn validate_config(config: &QueueConfig) -> ApiResult<()> {
     if config.concurrency == Some(0) {
         return Err(ApiError::invalid_field("concurrency", "must be at least 1 (omit it for no cap)"));
     }
-    if let Some(limit) = config.rate_limit
-        && (limit.max == 0 || limit.per_ms == 0)
-    {
-        return Err(ApiError::invalid_field("rate_limit", "max and per_ms must both be at least 1"));
+    if let Some(limit) = config.rate_limit {
+        limit.validate().map_err(|m| ApiError::invalid_field("rate_limit", m))?;
     }
     for key in config.default_job_options.keys() {
         if !JOB_OPTIONS.contains(&key.as_str()) {
