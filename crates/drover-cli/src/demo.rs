@@ -6,13 +6,15 @@
 //! | queue | job | what it shows |
 //! |---|---|---|
 //! | `demo-import` | `import_contacts` | detailed progress over ~5 s, log lines |
-//! | `demo-enrich` | `enrich_lead` | rate limits, retries, a custom `lead:add` event |
+//! | `demo-enrich` | `enrich_lead` | a rate-limit key (`crm`: 2 at once, 5 per second), 429 holds, retries, a custom `lead:add` event |
 //! | `demo-report` | `build_report` | fan-out: enqueues follow-up jobs |
 //!
 //! The handlers pace themselves with `tokio::time::sleep` (that is the
 //! demo's workload) and stop as soon as their job is cancelled.
 
-use drover::{Client, HandlerError, JobContext, JobSpec, LogLevel, Progress, Worker, WorkerHandle};
+use drover::{
+    Client, HandlerError, JobContext, JobSpec, KeyLimit, LogLevel, Progress, RateLimit, Worker, WorkerHandle,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -27,6 +29,8 @@ pub const REPORT_QUEUE: &str = "demo-report";
 
 const IMPORT_JOB: &str = "import_contacts";
 const ENRICH_JOB: &str = "enrich_lead";
+/// The rate-limit key of the pretend CRM that `enrich_lead` calls.
+const CRM_KEY: &str = "crm";
 const REPORT_JOB: &str = "build_report";
 
 /// How long shutdown lets running demo jobs finish before handing them back.
@@ -79,6 +83,10 @@ impl Demo {
 /// straight away), then a random mix until told to stop.
 async fn produce(client: Client, interval: Duration, mut stop: oneshot::Receiver<()>) {
     let mut serial = 0u64;
+    let crm = KeyLimit { concurrency: Some(2), rate_limit: Some(RateLimit { max: 5, per_ms: 1_000 }) };
+    if let Err(error) = client.rate_limit_set(CRM_KEY, crm).await {
+        tracing::warn!(%error, "demo: could not set the crm rate limit");
+    }
     for spec in [import_spec(serial), enrich_spec(serial), report_spec(serial)] {
         submit(&client, spec).await;
     }
@@ -113,7 +121,7 @@ fn import_spec(serial: u64) -> JobSpec {
 }
 
 fn enrich_spec(serial: u64) -> JobSpec {
-    JobSpec::new(ENRICH_QUEUE, ENRICH_JOB).payload(sample_lead(serial))
+    JobSpec::new(ENRICH_QUEUE, ENRICH_JOB).payload(sample_lead(serial)).rate_limit_key(CRM_KEY)
 }
 
 fn report_spec(serial: u64) -> JobSpec {
@@ -174,7 +182,7 @@ async fn import_contacts(ctx: JobContext) -> Result<Value, HandlerError> {
 }
 
 /// Looks a lead up in a pretend CRM: sometimes rate-limited (retried in 2 s
-/// without spending an attempt), sometimes a transient error (retried with
+/// without spending an attempt, every `crm` job held back meanwhile), sometimes a transient error (retried with
 /// backoff), mostly a `lead:add` event and a result.
 async fn enrich_lead(ctx: JobContext) -> Result<Value, HandlerError> {
     pace(&ctx, millis(200..=900)).await?;
@@ -204,6 +212,7 @@ async fn build_report(ctx: JobContext) -> Result<Value, HandlerError> {
     for n in 0..leads {
         let spec = JobSpec::new(ENRICH_QUEUE, ENRICH_JOB)
             .payload(sample_lead(fastrand::u64(10_000..=99_999) + n))
+            .rate_limit_key(CRM_KEY)
             .parent_id(ctx.id().clone());
         ctx.enqueue(spec).await?;
     }
