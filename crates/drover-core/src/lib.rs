@@ -14,6 +14,7 @@
 //! | [`job`] | [`Job`]: the stored record, attempts, logs, progress, errors |
 //! | [`failure`] | what a failed, timed-out or stalled attempt leads to |
 //! | [`queue`] | per-queue configuration |
+//! | [`schedule`] | [`ScheduleSpec`]: cron and interval schedules, the next-tick rule |
 //! | [`event`] | lifecycle and handler-defined events |
 //!
 //! ```
@@ -33,6 +34,7 @@ pub mod failure;
 pub mod id;
 pub mod job;
 pub mod queue;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod time;
@@ -43,6 +45,7 @@ pub use failure::{FailureDecision, FailureReport, StallDecision, decide_failure,
 pub use id::{JobId, LeaseToken};
 pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
 pub use queue::{QueueConfig, RateLimit, Retention, RetentionRule};
+pub use schedule::{Schedule, ScheduleError, ScheduleRule, ScheduleSpec};
 pub use spec::{JobSpec, SpecError};
 pub use state::JobState;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
