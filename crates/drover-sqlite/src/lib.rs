@@ -12,6 +12,7 @@
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
 //! | `retention` | removal of finished jobs beyond their queue's rules |
+//! | `schedule_sql` | schedules: upsert, delete, fire due ticks, reads |
 //! | `counts` | per-queue counts by state, kept by the writer per batch |
 //! | `rows` | rows to model types |
 //! | `error` | SQLite errors to [`StoreError`] |
@@ -45,17 +46,18 @@ mod queue_sql;
 mod reader;
 mod retention;
 mod rows;
+mod schedule_sql;
 mod schema;
 mod sync;
 mod writer;
 
 use async_trait::async_trait;
 use drover_core::{Clock, Event, EventKind, Job, JobId, JobSpec, LeaseToken, LogEntry, Progress, QueueConfig};
-use drover_core::{SystemClock, Timestamp};
+use drover_core::{Schedule, ScheduleSpec, SystemClock, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, ReadySignal, RescueReport, Store, StoreError,
-    StoreResult,
+    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, ReadySignal, RescueReport, ScheduleFired,
+    ScheduleListParams, SchedulePage, ScheduleUpserted, Store, StoreError, StoreResult,
 };
 use error::SqlResultExt;
 use reader::Readers;
@@ -194,6 +196,8 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     bus: Arc<EventBus>,
     ready: Arc<ReadySignal>,
+    /// Bumped after a schedule is created, replaced or deleted.
+    schedules_changed: ReadySignal,
     path: PathBuf,
     synchronous: Synchronous,
 }
@@ -235,7 +239,16 @@ impl SqliteStore {
             sync_lane: options.synchronous == Synchronous::Full,
         };
         let writer = Writer::spawn(conn, options.clock.clone(), bus.clone(), ready.clone(), config)?;
-        Ok(Self { writer, readers, clock: options.clock, bus, ready, path, synchronous: options.synchronous })
+        Ok(Self {
+            writer,
+            readers,
+            clock: options.clock,
+            bus,
+            ready,
+            schedules_changed: ReadySignal::default(),
+            path,
+            synchronous: options.synchronous,
+        })
     }
 
     /// The database file.
@@ -420,5 +433,43 @@ impl Store for SqliteStore {
 
     fn events(&self) -> broadcast::Receiver<Event> {
         self.bus.subscribe()
+    }
+
+    async fn schedule_upsert(&self, spec: ScheduleSpec) -> StoreResult<ScheduleUpserted> {
+        // Parsed on the caller's task: the writer only stores.
+        let rule = spec.validate()?;
+        let upserted = self.writer.call(|reply| Command::ScheduleUpsert { spec, rule, reply }).await?;
+        self.schedules_changed.notify();
+        Ok(upserted)
+    }
+
+    async fn schedule_get(&self, id: &str) -> StoreResult<Option<Schedule>> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| schedule_sql::get(conn, &id)).await
+    }
+
+    async fn schedule_list(&self, params: ScheduleListParams) -> StoreResult<SchedulePage> {
+        self.readers.read(move |conn| schedule_sql::list(conn, &params)).await
+    }
+
+    async fn schedule_delete(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        let existed = self.writer.call(|reply| Command::ScheduleDelete { id, reply }).await?;
+        if existed {
+            self.schedules_changed.notify();
+        }
+        Ok(existed)
+    }
+
+    async fn schedule_fire_due(&self) -> StoreResult<Vec<ScheduleFired>> {
+        self.writer.call(|reply| Command::ScheduleFireDue { reply }).await
+    }
+
+    async fn schedule_next_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.readers.read(schedule_sql::next_due).await
+    }
+
+    fn schedule_signal(&self) -> watch::Receiver<u64> {
+        self.schedules_changed.subscribe()
     }
 }

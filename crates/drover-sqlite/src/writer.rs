@@ -14,11 +14,12 @@
 use crate::counts::CountDeltas;
 use crate::error::store_error;
 use crate::sync::{Committed, SyncLane};
-use crate::{SqlitePragmas, claim, expire, finish, job_sql, queue_sql, retention};
-use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, Timestamp};
+use crate::{SqlitePragmas, claim, expire, finish, job_sql, queue_sql, retention, schedule_sql};
+use drover_core::{Clock, Job, JobId, LeaseToken, Progress, QueueConfig, ScheduleRule, ScheduleSpec, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, ReadySignal, RescueReport, StoreError, StoreResult,
+    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, ReadySignal, RescueReport, ScheduleFired, ScheduleUpserted,
+    StoreError, StoreResult,
 };
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub(crate) enum Command {
     JobExpire { reply: Reply<u64> },
     QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
     QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
+    ScheduleUpsert { spec: ScheduleSpec, rule: ScheduleRule, reply: Reply<ScheduleUpserted> },
+    ScheduleDelete { id: String, reply: Reply<bool> },
+    ScheduleFireDue { reply: Reply<Vec<ScheduleFired>> },
     Pragmas { reply: Reply<SqlitePragmas> },
 }
 
@@ -436,6 +440,11 @@ impl Command {
             Command::QueuePauseSet { name, paused, reply } => {
                 call(reply, move |c| queue_sql::pause_set(c, &name, paused))
             }
+            Command::ScheduleUpsert { spec, rule, reply } => {
+                call(reply, move |c| schedule_sql::upsert(c, &spec, &rule))
+            }
+            Command::ScheduleDelete { id, reply } => call(reply, move |c| schedule_sql::delete(c, &id)),
+            Command::ScheduleFireDue { reply } => call(reply, schedule_sql::fire_due),
             Command::Pragmas { reply } => call(reply, |c| crate::schema::pragmas(c.conn)),
         }
     }

@@ -144,6 +144,16 @@ macro_rules! conformance_suite {
                 unique_for_window,
                 unique_key_within_bulk,
                 unique_for_ms_needs_key,
+                // schedule.rs
+                schedule_interval_fires_each_tick,
+                schedule_raced_by_two_schedulers_enqueues_each_tick_once,
+                schedule_missed_ticks_collapse_to_one,
+                schedule_cron_with_seconds,
+                schedule_cron_in_time_zone,
+                schedule_delete_stops_firing,
+                schedule_upsert_replaces,
+                schedule_validation_errors,
+                schedule_list_pages_and_next_due,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,
