@@ -23,7 +23,7 @@ async fn pragmas_read_back() {
     assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
-    assert_eq!(p.user_version, 6);
+    assert_eq!(p.user_version, 7);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
@@ -55,7 +55,7 @@ async fn reopen_keeps_data_and_does_not_rerun_migrations() {
 
     // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 6);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
     let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
     assert_eq!(job.payload, json!({"k": 1}));
     // Dropping (not closing) must also stop the writer and release the file.
@@ -326,7 +326,7 @@ async fn migration_0002_counts_existing_jobs() {
         .unwrap();
     }
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 6);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
     let q = store.queue_get("q").await.unwrap();
     assert_eq!((q.counts.waiting, q.counts.total()), (7, 7));
     assert_eq!(store.queue_get("r").await.unwrap().counts.delayed, 1);
