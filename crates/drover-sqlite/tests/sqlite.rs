@@ -317,11 +317,12 @@ async fn migration_0002_counts_existing_jobs() {
     store.job_insert_many(vec![JobSpec::new("r", "n").delay_ms(60_000)]).await.unwrap();
     store.close().await;
     {
-        // Back to what version 1 left: no table, the old index, nothing of 0003 to 0006.
+        // Back to what version 1 left: no table, the old index, nothing of
+        // 0003 onwards (the schedules table included).
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE queue_counts; DROP INDEX jobs_finished; DROP INDEX jobs_expiring; DROP INDEX jobs_unique; ALTER TABLE jobs DROP COLUMN expires_at; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
-             PRAGMA user_version = 1;",
+             DROP TABLE schedules; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
