@@ -3,9 +3,11 @@
 use crate::events::{EventFilter, EventStream};
 use crate::handler::Job;
 use crate::{Error, Result};
-use drover_core::{JobId, JobSpec, LogEntry};
+use drover_core::{JobId, JobSpec, LogEntry, Schedule, ScheduleSpec};
 use drover_sqlite::{SqliteOptions, SqliteStore};
-use drover_store::{CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, Store};
+use drover_store::{
+    CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, ScheduleListParams, SchedulePage, ScheduleUpserted, Store,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -99,6 +101,29 @@ impl Client {
     /// Resumes a paused queue.
     pub async fn resume(&self, queue: &str) -> Result<QueueInfo> {
         Ok(self.store.queue_pause_set(queue, false).await?)
+    }
+
+    /// Creates a schedule, or replaces the one with the same id; its next
+    /// tick is the first after now. A [`crate::Scheduler`] on the same store
+    /// fires it.
+    pub async fn schedule_upsert(&self, spec: ScheduleSpec) -> Result<ScheduleUpserted> {
+        spec.validate().map_err(|e| Error::Invalid { field: e.field, message: e.message })?;
+        Ok(self.store.schedule_upsert(spec).await?)
+    }
+
+    /// One schedule.
+    pub async fn schedule_get(&self, id: &str) -> Result<Option<Schedule>> {
+        Ok(self.store.schedule_get(id).await?)
+    }
+
+    /// Schedules by id, a page at a time.
+    pub async fn schedule_list(&self, params: ScheduleListParams) -> Result<SchedulePage> {
+        Ok(self.store.schedule_list(params).await?)
+    }
+
+    /// Deletes a schedule; true when it existed. Jobs it enqueued stay.
+    pub async fn schedule_delete(&self, id: &str) -> Result<bool> {
+        Ok(self.store.schedule_delete(id).await?)
     }
 
     /// Lifecycle and handler-defined events that pass `filter`, from now on.
