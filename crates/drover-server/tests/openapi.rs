@@ -44,6 +44,10 @@ async fn openapi_document_lists_the_routes() {
         ("/api/queues/{name}/pause", "post"),
         ("/api/queues/{name}/resume", "post"),
         ("/api/queues/{name}/retry-failed", "post"),
+        ("/api/schedules", "post"),
+        ("/api/schedules", "get"),
+        ("/api/schedules/{id}", "get"),
+        ("/api/schedules/{id}", "delete"),
         ("/api/workers/fetch", "post"),
         ("/api/workers/ack", "post"),
         ("/api/jobs/{id}/heartbeat", "post"),
@@ -60,7 +64,7 @@ async fn openapi_document_lists_the_routes() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody"] {
+    for schema in ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody", "ScheduleBody", "ScheduleView"] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
 }

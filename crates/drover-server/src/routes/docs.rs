@@ -1,7 +1,7 @@
 //! `GET /openapi.json` (generated from the handlers' annotations) and
 //! `GET /docs` (Swagger UI, vendored: nothing is fetched from the internet).
 
-use super::{events, health, job_reports, jobs, queues, workers};
+use super::{events, health, job_reports, jobs, queues, schedules, workers};
 use crate::AppState;
 use crate::dto::{AttemptView, JobSpecBody, JobView, LogView};
 use crate::error::{ErrorBody, ErrorDetail};
@@ -36,6 +36,10 @@ use utoipa::OpenApi;
         queues::pause,
         queues::resume,
         queues::retry_failed,
+        schedules::create,
+        schedules::list,
+        schedules::show,
+        schedules::remove,
         workers::fetch,
         workers::ack,
         job_reports::heartbeat,
@@ -51,6 +55,7 @@ use utoipa::OpenApi;
     tags(
         (name = "jobs", description = "Enqueue, inspect, cancel and retry jobs"),
         (name = "queues", description = "Queue counts, settings, pause and resume"),
+        (name = "schedules", description = "Cron and interval schedules that enqueue jobs"),
         (name = "workers", description = "The worker protocol, for workers in any language"),
         (name = "events", description = "Live lifecycle and custom events (SSE, WebSocket)"),
         (name = "operations", description = "Health and readiness"),

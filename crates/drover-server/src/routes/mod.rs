@@ -6,6 +6,7 @@ mod health;
 mod job_reports;
 mod jobs;
 mod queues;
+mod schedules;
 mod workers;
 
 use crate::AppState;
@@ -20,6 +21,7 @@ pub(crate) fn router() -> Router<AppState> {
         // After `jobs`: `/api/jobs/{id}/logs` gets its POST merged into the GET.
         .merge(job_reports::router())
         .merge(queues::router())
+        .merge(schedules::router())
         .merge(workers::router())
         .merge(events::router())
         .merge(docs::router())
