@@ -6,6 +6,7 @@ pub mod enqueue;
 pub mod import;
 pub mod jobs;
 pub mod queues;
+pub mod schedules;
 pub mod watch;
 
 use crate::cli::JobOptions;

@@ -1,0 +1,83 @@
+//! `drover schedules list|show|add|remove`.
+
+use crate::cli::{ScheduleAddArgs, SchedulesArgs, SchedulesCommand};
+use crate::client::Api;
+use crate::client::output::{Output, Table, cell, short_time};
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+/// Runs a `drover schedules` subcommand.
+pub async fn run(args: SchedulesArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let out = Output::new(args.client.json);
+    match args.command {
+        SchedulesCommand::List => {
+            let items = api.list_all(&["api", "schedules"], &[], usize::MAX).await?;
+            let page = json!({ "items": items, "next_cursor": null });
+            out.show(&page, |page| render(page.get("items").and_then(Value::as_array).map_or(&[], |v| v)))
+        }
+        SchedulesCommand::Show(s) => {
+            let schedule = api.get(&["api", "schedules", &s.id], &[]).await?;
+            // One schedule reads best whole, job template included.
+            Output { json: true, terminal: false }.print_json(&schedule)
+        }
+        SchedulesCommand::Add(add_args) => {
+            let body = add_body(add_args)?;
+            let schedule = api.call(Method::POST, &["api", "schedules"], Some(&body)).await?;
+            out.show(&schedule, |s| {
+                format!("schedule {} saved; next run at {}\n", cell(s, "id"), cell(s, "next_run_at"))
+            })
+        }
+        SchedulesCommand::Remove(s) => {
+            let answer = api.call(Method::DELETE, &["api", "schedules", &s.id], None::<&Value>).await?;
+            out.show(&answer, |a| format!("schedule {} removed\n", cell(a, "id")))
+        }
+    }
+}
+
+/// The body of `POST /api/schedules` from the command line; the server
+/// validates it (clap already made `--cron` and `--every-ms` exclusive).
+fn add_body(args: ScheduleAddArgs) -> anyhow::Result<Value> {
+    let payload = match &args.payload {
+        Some(text) => serde_json::from_str(text).context("--payload is not valid JSON")?,
+        None => Value::Null,
+    };
+    let mut job = Map::new();
+    job.insert("queue".into(), args.queue.into());
+    job.insert("name".into(), args.name.into());
+    job.insert("payload".into(), payload);
+    super::apply_job_options(&mut job, &args.job);
+    let mut body = json!({ "id": args.id, "job": job });
+    if let Some(cron) = args.cron {
+        body["cron"] = cron.into();
+    }
+    if let Some(every_ms) = args.every_ms {
+        body["every_ms"] = every_ms.into();
+    }
+    if let Some(tz) = args.timezone {
+        body["timezone"] = tz.into();
+    }
+    Ok(body)
+}
+
+fn render(schedules: &[Value]) -> String {
+    let mut table = Table::new(&["ID", "CADENCE", "TIME ZONE", "QUEUE", "NAME", "NEXT RUN", "LAST RUN"]);
+    for s in schedules {
+        let cadence = match s.get("cron").and_then(Value::as_str) {
+            Some(cron) => cron.to_owned(),
+            None => format!("every {} ms", cell(s, "every_ms")),
+        };
+        let job = s.get("job").unwrap_or(&Value::Null);
+        table.row(vec![
+            cell(s, "id"),
+            cadence,
+            cell(s, "timezone"),
+            cell(job, "queue"),
+            cell(job, "name"),
+            short_time(s.get("next_run_at").unwrap_or(&Value::Null)),
+            short_time(s.get("last_run_at").unwrap_or(&Value::Null)),
+        ]);
+    }
+    table.render()
+}
