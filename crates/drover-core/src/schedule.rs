@@ -129,8 +129,9 @@ impl ScheduleSpec {
             }
             (Some(expr), None) => {
                 let timezone = self.timezone.as_deref().unwrap_or(DEFAULT_TIMEZONE);
-                let tz = TimeZone::get(timezone)
-                    .map_err(|_| ScheduleError::new("timezone", format!("`{timezone}` is not a known IANA time zone")))?;
+                let tz = TimeZone::get(timezone).map_err(|_| {
+                    ScheduleError::new("timezone", format!("`{timezone}` is not a known IANA time zone"))
+                })?;
                 let cron = parse_cron(expr)?;
                 ScheduleRule::Cron { cron: Box::new(cron), tz }
             }

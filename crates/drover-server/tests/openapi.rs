@@ -64,7 +64,9 @@ async fn openapi_document_lists_the_routes() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody", "ScheduleBody", "ScheduleView"] {
+    for schema in
+        ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody", "ScheduleBody", "ScheduleView"]
+    {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
 }

@@ -438,7 +438,8 @@ impl Store for SqliteStore {
     async fn schedule_upsert(&self, spec: ScheduleSpec) -> StoreResult<ScheduleUpserted> {
         // Parsed on the caller's task: the writer only stores.
         let rule = spec.validate()?;
-        let upserted = self.writer.call(|reply| Command::ScheduleUpsert { spec, rule, reply }).await?;
+        let spec = Box::new((spec, rule));
+        let upserted = self.writer.call(|reply| Command::ScheduleUpsert { spec, reply }).await?;
         self.schedules_changed.notify();
         Ok(upserted)
     }

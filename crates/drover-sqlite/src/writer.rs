@@ -50,7 +50,8 @@ pub(crate) enum Command {
     JobExpire { reply: Reply<u64> },
     QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
     QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
-    ScheduleUpsert { spec: ScheduleSpec, rule: ScheduleRule, reply: Reply<ScheduleUpserted> },
+    // Boxed: a spec with its job template is several times the other commands.
+    ScheduleUpsert { spec: Box<(ScheduleSpec, ScheduleRule)>, reply: Reply<ScheduleUpserted> },
     ScheduleDelete { id: String, reply: Reply<bool> },
     ScheduleFireDue { reply: Reply<Vec<ScheduleFired>> },
     Pragmas { reply: Reply<SqlitePragmas> },
@@ -440,9 +441,7 @@ impl Command {
             Command::QueuePauseSet { name, paused, reply } => {
                 call(reply, move |c| queue_sql::pause_set(c, &name, paused))
             }
-            Command::ScheduleUpsert { spec, rule, reply } => {
-                call(reply, move |c| schedule_sql::upsert(c, &spec, &rule))
-            }
+            Command::ScheduleUpsert { spec, reply } => call(reply, move |c| schedule_sql::upsert(c, &spec.0, &spec.1)),
             Command::ScheduleDelete { id, reply } => call(reply, move |c| schedule_sql::delete(c, &id)),
             Command::ScheduleFireDue { reply } => call(reply, schedule_sql::fire_due),
             Command::Pragmas { reply } => call(reply, |c| crate::schema::pragmas(c.conn)),

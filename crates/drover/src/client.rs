@@ -6,7 +6,8 @@ use crate::{Error, Result};
 use drover_core::{JobId, JobSpec, LogEntry, Schedule, ScheduleSpec};
 use drover_sqlite::{SqliteOptions, SqliteStore};
 use drover_store::{
-    CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, ScheduleListParams, SchedulePage, ScheduleUpserted, Store,
+    CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, ScheduleListParams, SchedulePage, ScheduleUpserted,
+    Store,
 };
 use std::path::Path;
 use std::sync::Arc;

@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/schedules", get(list).post(create))
-        .route("/api/schedules/{id}", get(show).delete(remove))
+    Router::new().route("/api/schedules", get(list).post(create)).route("/api/schedules/{id}", get(show).delete(remove))
 }
 
 /// The body of `POST /api/schedules`: exactly one of `cron` and `every_ms`.
@@ -128,7 +126,10 @@ pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) 
 
 #[utoipa::path(delete, path = "/api/schedules/{id}", tag = "schedules", params(("id" = String, Path)),
     responses((status = 200, description = "Deleted: `{\"id\", \"deleted\": true}`; jobs it enqueued stay", body = Object), (status = 404, description = "No such schedule", body = crate::error::ErrorBody)))]
-pub(crate) async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     if !state.client.schedule_delete(&id).await? {
         return Err(schedule_not_found(&id));
     }

@@ -172,11 +172,8 @@ pub async fn schedule_upsert_replaces(make: Factory) {
     advance_ms(&t, 1_000);
     assert_eq!(fire(&t).await.len(), 1);
     advance_ms(&t, 500);
-    let replaced = t
-        .store
-        .schedule_upsert(ScheduleSpec::every_ms("s", 60_000, JobSpec::new("other", "renamed")))
-        .await
-        .unwrap();
+    let replaced =
+        t.store.schedule_upsert(ScheduleSpec::every_ms("s", 60_000, JobSpec::new("other", "renamed"))).await.unwrap();
     assert!(signal.has_changed().unwrap(), "replace wakes schedulers");
     assert!(!replaced.created);
     let s = replaced.schedule;
