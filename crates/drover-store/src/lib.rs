@@ -7,10 +7,12 @@
 //! one params struct or a plain id. Every mutation is committed when it
 //! returns, and its events are published after the commit. Mutations that
 //! promise something to a caller (insert, finish, cancel, retry, logs,
-//! custom events, queue settings) are also durable on power loss when they
-//! return; a backend may answer claims, heartbeats, progress and maintenance
-//! passes before its commit reaches the disk, since losing one only means a
-//! job runs again or shows older progress (see the SQLite sync lane, ADR 0002).
+//! custom events, queue settings, schedules) are also durable on power loss
+//! when they return; a backend may answer claims, heartbeats, progress,
+//! maintenance passes and schedule firing before its commit reaches the
+//! disk, since losing one only means a job runs again, a tick fires again
+//! (under the same job id), or shows older progress (see the SQLite sync
+//! lane, ADR 0002).
 //!
 //! | module | what it holds |
 //! |---|---|
