@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 /// The columns [`schedule_row`] decodes, in order.
 const COLS: &str = "id, cron, every_ms, timezone, job, next_run_at, last_run_at, last_job_id, created_at, updated_at";
 
-/// How far a schedule whose stored rule no longer validates (say, its time
-/// zone left the system's database) is pushed back, so that it neither
+/// How far a schedule that cannot fire (its stored rule no longer validates,
+/// say its time zone left the system's database, or it has no next tick)
+/// is pushed back, so that it neither
 /// blocks the others nor keeps the scheduler awake.
 const BROKEN_RETRY_MS: i64 = 3_600_000;
 
@@ -163,10 +164,12 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
     for schedule in due {
         let tick = schedule.next_run_at;
         let spec = &schedule.spec;
-        let rule = match spec.validate() {
-            Ok(rule) => rule,
+        // Ticks missed meanwhile collapse into this run: the next one is
+        // the first strictly after now, on the interval's grid.
+        let next_run_at = match spec.validate().and_then(|rule| rule.next_after(now, Some(tick))) {
+            Ok(next) => next,
             Err(e) => {
-                tracing::warn!(schedule = %spec.id, error = %e, "a stored schedule no longer validates; skipping it");
+                tracing::warn!(schedule = %spec.id, error = %e, "a stored schedule cannot fire; skipping it for now");
                 conn.prepare_cached("UPDATE schedules SET next_run_at = ?2 WHERE id = ?1")
                     .db()?
                     .execute(params![spec.id, now.plus_ms(BROKEN_RETRY_MS).0])
@@ -174,9 +177,6 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
                 continue;
             }
         };
-        // Ticks missed meanwhile collapse into this run: the next one is
-        // the first strictly after now, on the interval's grid.
-        let next_run_at = rule.next_after(now, Some(tick))?;
         let (_, rows) = job_sql::prepare_insert(vec![spec.job_for_tick(tick)])?;
         let outcome = job_sql::insert(ctx, &rows)?.pop();
         let (job_id, duplicate) = match outcome {

@@ -442,3 +442,33 @@ async fn queue_commands_see_counts_of_their_own_batch() {
     let (kept, counted) = counts_kept_and_counted(&path);
     assert_eq!(kept, counted);
 }
+
+/// A stored schedule that can no longer fire (here its time zone was
+/// rewritten to one that does not exist, as if it left the system's
+/// database) is pushed back an hour; the other schedules still fire.
+#[tokio::test]
+async fn broken_schedule_does_not_block_the_others() {
+    use drover_core::{ManualClock, ScheduleSpec, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let clock = ManualClock::new(Timestamp(1_767_225_600_000));
+    let options = || SqliteOptions::default().clock(clock.clone());
+    let store = open(&path, options());
+    let job = JobSpec::new("q", "n");
+    store.schedule_upsert(ScheduleSpec::cron("broken", "* * * * * *", job.clone())).await.unwrap();
+    store.schedule_upsert(ScheduleSpec::every_ms("fine", 1_000, job)).await.unwrap();
+    store.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE schedules SET timezone = 'Nowhere/Gone' WHERE id = 'broken'", [])
+        .unwrap();
+    let store = open(&path, options());
+    clock.advance(std::time::Duration::from_millis(1_000));
+    let fired = store.schedule_fire_due().await.unwrap();
+    let ids: Vec<&str> = fired.iter().map(|f| f.schedule_id.as_str()).collect();
+    assert_eq!(ids, ["fine"]);
+    let broken = store.schedule_get("broken").await.unwrap().unwrap();
+    assert_eq!(broken.next_run_at, Timestamp(1_767_225_601_000 + 3_600_000), "pushed back an hour");
+    assert_eq!(broken.last_run_at, None);
+    store.close().await;
+}
