@@ -44,8 +44,11 @@ pub(crate) struct ScheduleBody {
 /// A schedule as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ScheduleView {
+    /// The schedule's id.
     id: String,
+    /// Cron expression, or null for an interval schedule.
     cron: Option<String>,
+    /// Interval in milliseconds, or null for a cron schedule.
     every_ms: Option<u64>,
     /// The zone `cron` is read in; null for interval schedules.
     timezone: Option<String>,
@@ -58,7 +61,9 @@ pub(crate) struct ScheduleView {
     last_run_at: Option<String>,
     /// The job that tick enqueued.
     last_job_id: Option<String>,
+    /// When the schedule was first created.
     created_at: String,
+    /// When it was last created or replaced.
     updated_at: String,
 }
 
@@ -102,7 +107,9 @@ pub(crate) async fn create(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Page size, 1 to 1000 (default 50).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
