@@ -30,7 +30,7 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Bulk-enqueue jobs from a JSONL or CSV file, with a progress bar.
     Import(ImportArgs),
-    /// List, add, show and remove cron and interval schedules.
+    /// List, add, show, pause, resume and remove cron and interval schedules.
     Schedules(SchedulesArgs),
 }
 
@@ -213,6 +213,10 @@ pub enum SchedulesCommand {
     Add(ScheduleAddArgs),
     /// Delete a schedule (the jobs it enqueued stay).
     Remove(ScheduleIdArg),
+    /// Stop a schedule from firing until it is resumed.
+    Pause(ScheduleIdArg),
+    /// Fire a paused schedule again, from its first tick after now.
+    Resume(ScheduleIdArg),
 }
 
 /// A schedule id argument.

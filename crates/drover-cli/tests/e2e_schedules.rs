@@ -112,8 +112,12 @@ async fn schedules_over_http() {
 
     let (status, deleted) = send(&server, reqwest::Method::DELETE, "/api/schedules/each-second", None).await;
     assert_eq!((status, &deleted["deleted"]), (StatusCode::OK, &json!(true)));
-    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-        let (status, error) = send(&server, method, "/api/schedules/each-second", None).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/schedules/each-second"),
+        (reqwest::Method::DELETE, "/api/schedules/each-second"),
+        (reqwest::Method::POST, "/api/schedules/each-second/pause"),
+    ] {
+        let (status, error) = send(&server, method, path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
         assert_eq!(error["error"]["code"], "not_found");
     }
@@ -232,6 +236,10 @@ async fn cli_round_trip() {
     assert_eq!(listed["items"][0]["id"], "nightly", "{listed}");
     let shown = json_of(&drover(&server, &["schedules", "show", "nightly"]).await);
     assert_eq!(shown["next_run_at"], added["next_run_at"]);
+    let paused = json_of(&drover(&server, &["schedules", "pause", "nightly"]).await);
+    assert_eq!(paused["paused"], true, "{paused}");
+    let resumed = json_of(&drover(&server, &["schedules", "resume", "nightly"]).await);
+    assert_eq!(resumed["paused"], false, "{resumed}");
     let removed = json_of(&drover(&server, &["schedules", "remove", "nightly"]).await);
     assert_eq!(removed["deleted"], true);
     let (code, _, stderr) = drover(&server, &["schedules", "show", "nightly"]).await;

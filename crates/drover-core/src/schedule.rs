@@ -69,6 +69,8 @@ pub struct Schedule {
     pub last_run_at: Option<Timestamp>,
     /// The job that tick enqueued (or found already enqueued).
     pub last_job_id: Option<JobId>,
+    /// True while the schedule fires nothing.
+    pub paused: bool,
     /// When the schedule was first created.
     pub created_at: Timestamp,
     /// When it was last created or replaced.

@@ -48,6 +48,8 @@ async fn openapi_document_lists_the_routes() {
         ("/api/schedules", "get"),
         ("/api/schedules/{id}", "get"),
         ("/api/schedules/{id}", "delete"),
+        ("/api/schedules/{id}/pause", "post"),
+        ("/api/schedules/{id}/resume", "post"),
         ("/api/workers/fetch", "post"),
         ("/api/workers/ack", "post"),
         ("/api/jobs/{id}/heartbeat", "post"),

@@ -462,6 +462,13 @@ impl Store for SqliteStore {
         Ok(existed)
     }
 
+    async fn schedule_pause_set(&self, id: &str, paused: bool) -> StoreResult<Schedule> {
+        let id = id.to_owned();
+        let schedule = self.writer.call(|reply| Command::SchedulePauseSet { id, paused, reply }).await?;
+        self.schedules_changed.notify();
+        Ok(schedule)
+    }
+
     async fn schedule_fire_due(&self) -> StoreResult<Vec<ScheduleFired>> {
         self.writer.call(|reply| Command::ScheduleFireDue { reply }).await
     }

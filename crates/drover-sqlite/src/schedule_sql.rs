@@ -15,7 +15,8 @@ use drover_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// The columns [`schedule_row`] decodes, in order.
-const COLS: &str = "id, cron, every_ms, timezone, job, next_run_at, last_run_at, last_job_id, created_at, updated_at";
+const COLS: &str =
+    "id, cron, every_ms, timezone, job, next_run_at, last_run_at, last_job_id, created_at, updated_at, paused";
 
 /// How far a schedule that cannot fire (its stored rule no longer validates,
 /// say its time zone left the system's database, or it has no next tick)
@@ -39,6 +40,7 @@ fn schedule_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
         last_job_id: row.get::<_, Option<String>>(7)?.map(JobId::from_trusted),
         created_at: Timestamp(row.get(8)?),
         updated_at: Timestamp(row.get(9)?),
+        paused: row.get(10)?,
     })
 }
 
@@ -81,8 +83,11 @@ pub(crate) fn list(conn: &Connection, p: &ScheduleListParams) -> StoreResult<Sch
 
 /// The earliest `next_run_at`.
 pub(crate) fn next_due(conn: &Connection) -> StoreResult<Option<Timestamp>> {
-    let at: Option<i64> =
-        conn.prepare_cached("SELECT min(next_run_at) FROM schedules").db()?.query_row([], |r| r.get(0)).db()?;
+    let at: Option<i64> = conn
+        .prepare_cached("SELECT min(next_run_at) FROM schedules WHERE paused = 0")
+        .db()?
+        .query_row([], |r| r.get(0))
+        .db()?;
     Ok(at.map(Timestamp))
 }
 
@@ -144,6 +149,26 @@ pub(crate) fn delete(ctx: &mut Ctx<'_>, id: &str) -> StoreResult<bool> {
     Ok(removed > 0)
 }
 
+/// [`drover_store::Store::schedule_pause_set`].
+pub(crate) fn pause_set(ctx: &mut Ctx<'_>, id: &str, paused: bool) -> StoreResult<Schedule> {
+    let schedule = get(ctx.conn, id)?.ok_or_else(|| StoreError::NotFound(format!("schedule {id}")))?;
+    if schedule.paused != paused {
+        // Resuming starts from now: ticks that passed while paused were
+        // skipped on purpose, so none of them runs.
+        let next_run_at = if paused {
+            schedule.next_run_at
+        } else {
+            schedule.spec.validate()?.next_after(ctx.now(), Some(schedule.next_run_at))?
+        };
+        ctx.conn
+            .prepare_cached("UPDATE schedules SET paused = ?2, next_run_at = ?3 WHERE id = ?1")
+            .db()?
+            .execute(params![id, paused, next_run_at.0])
+            .db()?;
+    }
+    get(ctx.conn, id)?.ok_or_else(|| StoreError::Backend("a schedule just written cannot be read".into()))
+}
+
 /// [`drover_store::Store::schedule_fire_due`].
 pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
     let now = ctx.now();
@@ -151,7 +176,9 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
     // the insert path takes it mutably.
     let conn = ctx.conn;
     let due = conn
-        .prepare_cached(&format!("SELECT {COLS} FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at, id"))
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM schedules WHERE next_run_at <= ?1 AND paused = 0 ORDER BY next_run_at, id"
+        ))
         .db()?
         .query_map([now.0], schedule_row)
         .db()?

@@ -53,6 +53,7 @@ pub(crate) enum Command {
     // Boxed: a spec with its job template is several times the other commands.
     ScheduleUpsert { spec: Box<(ScheduleSpec, ScheduleRule)>, reply: Reply<ScheduleUpserted> },
     ScheduleDelete { id: String, reply: Reply<bool> },
+    SchedulePauseSet { id: String, paused: bool, reply: Reply<drover_core::Schedule> },
     ScheduleFireDue { reply: Reply<Vec<ScheduleFired>> },
     Pragmas { reply: Reply<SqlitePragmas> },
 }
@@ -443,6 +444,9 @@ impl Command {
             }
             Command::ScheduleUpsert { spec, reply } => call(reply, move |c| schedule_sql::upsert(c, &spec.0, &spec.1)),
             Command::ScheduleDelete { id, reply } => call(reply, move |c| schedule_sql::delete(c, &id)),
+            Command::SchedulePauseSet { id, paused, reply } => {
+                call(reply, move |c| schedule_sql::pause_set(c, &id, paused))
+            }
             // A power cut takes a fired tick's job back together with the
             // schedule's advance, so the tick fires again, under the same id:
             // the scheduler need not wait for the fsync.

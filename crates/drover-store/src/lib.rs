@@ -254,13 +254,22 @@ pub trait Store: Send + Sync + 'static {
     /// Schedules sorted by id, one page at a time.
     async fn schedule_list(&self, params: ScheduleListParams) -> StoreResult<SchedulePage>;
 
+    /// Pauses (true) or resumes (false) a schedule. A paused schedule fires
+    /// nothing; resuming moves its `next_run_at` to the first tick after
+    /// now, so the ticks that passed while it was paused never run.
+    /// Replacing a schedule keeps its paused flag.
+    ///
+    /// Errors: [`StoreError::NotFound`].
+    /// Events: none; the [`Store::schedule_signal`] changes.
+    async fn schedule_pause_set(&self, id: &str, paused: bool) -> StoreResult<Schedule>;
+
     /// Deletes a schedule; true when it existed. Jobs it already enqueued
     /// stay.
     ///
     /// Events: none; the [`Store::schedule_signal`] changes.
     async fn schedule_delete(&self, id: &str) -> StoreResult<bool>;
 
-    /// Fires every schedule whose `next_run_at` is at or before now, in one
+    /// Fires every schedule not paused whose `next_run_at` is at or before now, in one
     /// transaction, and returns what fired (by `next_run_at`).
     ///
     /// Each due schedule enqueues exactly one job, as
@@ -275,11 +284,11 @@ pub trait Store: Send + Sync + 'static {
     /// Events: `job:waiting` or `job:delayed` per inserted job.
     async fn schedule_fire_due(&self) -> StoreResult<Vec<ScheduleFired>>;
 
-    /// The earliest `next_run_at` of any schedule: when a scheduler with
+    /// The earliest `next_run_at` of any schedule not paused: when a scheduler with
     /// nothing due should look again.
     async fn schedule_next_due(&self) -> StoreResult<Option<Timestamp>>;
 
-    /// A watch that changes whenever a schedule is created, replaced or
-    /// deleted through this store, so a sleeping scheduler can look again.
+    /// A watch that changes whenever a schedule is created, replaced,
+    /// paused, resumed or deleted through this store, so a sleeping scheduler can look again.
     fn schedule_signal(&self) -> watch::Receiver<u64>;
 }

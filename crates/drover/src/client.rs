@@ -122,6 +122,17 @@ impl Client {
         Ok(self.store.schedule_list(params).await?)
     }
 
+    /// Pauses a schedule: it fires nothing until resumed.
+    pub async fn schedule_pause(&self, id: &str) -> Result<Schedule> {
+        Ok(self.store.schedule_pause_set(id, true).await?)
+    }
+
+    /// Resumes a paused schedule from its first tick after now (ticks that
+    /// passed while it was paused do not run).
+    pub async fn schedule_resume(&self, id: &str) -> Result<Schedule> {
+        Ok(self.store.schedule_pause_set(id, false).await?)
+    }
+
     /// Deletes a schedule; true when it existed. Jobs it enqueued stay.
     pub async fn schedule_delete(&self, id: &str) -> Result<bool> {
         Ok(self.store.schedule_delete(id).await?)

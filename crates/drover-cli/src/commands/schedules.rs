@@ -1,4 +1,4 @@
-//! `drover schedules list|show|add|remove`.
+//! `drover schedules list|show|add|remove|pause|resume`.
 
 use crate::cli::{ScheduleAddArgs, SchedulesArgs, SchedulesCommand};
 use crate::client::Api;
@@ -33,6 +33,16 @@ pub async fn run(args: SchedulesArgs) -> anyhow::Result<()> {
             let answer = api.call(Method::DELETE, &["api", "schedules", &s.id], None::<&Value>).await?;
             out.show(&answer, |a| format!("schedule {} removed\n", cell(a, "id")))
         }
+        SchedulesCommand::Pause(s) => {
+            let schedule = api.call(Method::POST, &["api", "schedules", &s.id, "pause"], None::<&Value>).await?;
+            out.show(&schedule, |s| format!("schedule {} is paused\n", cell(s, "id")))
+        }
+        SchedulesCommand::Resume(s) => {
+            let schedule = api.call(Method::POST, &["api", "schedules", &s.id, "resume"], None::<&Value>).await?;
+            out.show(&schedule, |s| {
+                format!("schedule {} is running; next run at {}\n", cell(s, "id"), cell(s, "next_run_at"))
+            })
+        }
     }
 }
 
@@ -62,7 +72,7 @@ fn add_body(args: ScheduleAddArgs) -> anyhow::Result<Value> {
 }
 
 fn render(schedules: &[Value]) -> String {
-    let mut table = Table::new(&["ID", "CADENCE", "TIME ZONE", "QUEUE", "NAME", "NEXT RUN", "LAST RUN"]);
+    let mut table = Table::new(&["ID", "CADENCE", "TIME ZONE", "QUEUE", "NAME", "PAUSED", "NEXT RUN", "LAST RUN"]);
     for s in schedules {
         let cadence = match s.get("cron").and_then(Value::as_str) {
             Some(cron) => cron.to_owned(),
@@ -75,6 +85,7 @@ fn render(schedules: &[Value]) -> String {
             cell(s, "timezone"),
             cell(job, "queue"),
             cell(job, "name"),
+            if s.get("paused") == Some(&json!(true)) { "yes" } else { "no" }.into(),
             short_time(s.get("next_run_at").unwrap_or(&Value::Null)),
             short_time(s.get("last_run_at").unwrap_or(&Value::Null)),
         ]);

@@ -40,6 +40,8 @@ use utoipa::OpenApi;
         schedules::list,
         schedules::show,
         schedules::remove,
+        schedules::pause,
+        schedules::resume,
         workers::fetch,
         workers::ack,
         job_reports::heartbeat,

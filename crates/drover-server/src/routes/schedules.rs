@@ -1,5 +1,5 @@
-//! `/api/schedules`: create or replace, list, read and delete cron and
-//! interval schedules. Every `drover serve` runs a scheduler that fires
+//! `/api/schedules`: create or replace, list, read, pause, resume and
+//! delete cron and interval schedules. Every `drover serve` runs a scheduler that fires
 //! them; a tick enqueues one job, `sched:{id}:{tick ms}`, however many
 //! servers race for it (ADR 0006).
 
@@ -10,7 +10,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::jobs::page_limit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use drover_core::{JobSpec, Schedule, ScheduleSpec};
 use drover_store::ScheduleListParams;
@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/schedules", get(list).post(create)).route("/api/schedules/{id}", get(show).delete(remove))
+    Router::new()
+        .route("/api/schedules", get(list).post(create))
+        .route("/api/schedules/{id}", get(show).delete(remove))
+        .route("/api/schedules/{id}/pause", post(pause))
+        .route("/api/schedules/{id}/resume", post(resume))
 }
 
 /// The body of `POST /api/schedules`: exactly one of `cron` and `every_ms`.
@@ -61,6 +65,8 @@ pub(crate) struct ScheduleView {
     last_run_at: Option<String>,
     /// The job that tick enqueued.
     last_job_id: Option<String>,
+    /// True while the schedule fires nothing.
+    paused: bool,
     /// When the schedule was first created.
     created_at: String,
     /// When it was last created or replaced.
@@ -78,6 +84,7 @@ impl From<Schedule> for ScheduleView {
             next_run_at: rfc3339(s.next_run_at),
             last_run_at: s.last_run_at.map(rfc3339),
             last_job_id: s.last_job_id.map(|id| id.as_str().to_owned()),
+            paused: s.paused,
             created_at: rfc3339(s.created_at),
             updated_at: rfc3339(s.updated_at),
         }
@@ -141,4 +148,25 @@ pub(crate) async fn remove(
         return Err(schedule_not_found(&id));
     }
     Ok(Json(json!({ "id": id, "deleted": true })))
+}
+
+#[utoipa::path(post, path = "/api/schedules/{id}/pause", tag = "schedules", params(("id" = String, Path)),
+    responses((status = 200, description = "Paused: it fires nothing until resumed", body = ScheduleView), (status = 404, description = "No such schedule", body = crate::error::ErrorBody)))]
+pub(crate) async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ScheduleView>> {
+    Ok(Json(state.client.schedule_pause(&id).await.map_err(|e| not_found_as_schedule(e, &id))?.into()))
+}
+
+#[utoipa::path(post, path = "/api/schedules/{id}/resume", tag = "schedules", params(("id" = String, Path)),
+    responses((status = 200, description = "Resumed from the first tick after now", body = ScheduleView), (status = 404, description = "No such schedule", body = crate::error::ErrorBody)))]
+pub(crate) async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ScheduleView>> {
+    Ok(Json(state.client.schedule_resume(&id).await.map_err(|e| not_found_as_schedule(e, &id))?.into()))
+}
+
+/// The store's not-found, with the same message and details as the other
+/// schedule routes.
+fn not_found_as_schedule(e: drover::Error, id: &str) -> ApiError {
+    match e {
+        drover::Error::Store(drover_store::StoreError::NotFound(_)) => schedule_not_found(id),
+        other => other.into(),
+    }
 }

@@ -154,6 +154,7 @@ macro_rules! conformance_suite {
                 schedule_upsert_replaces,
                 schedule_validation_errors,
                 schedule_list_pages_and_next_due,
+                schedule_pause_and_resume,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,

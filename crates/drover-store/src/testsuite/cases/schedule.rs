@@ -231,3 +231,30 @@ pub async fn schedule_list_pages_and_next_due(make: Factory) {
         Some("cursor"),
     );
 }
+
+/// A paused schedule fires nothing and is not due; resuming starts from
+/// the first tick after now (ticks passed while paused never run);
+/// replacing keeps the flag; an unknown id is not found.
+pub async fn schedule_pause_and_resume(make: Factory) {
+    let t = fresh(make).await;
+    t.store.schedule_upsert(every("p", 1_000)).await.unwrap();
+    let mut signal = t.store.schedule_signal();
+    signal.mark_unchanged();
+    let paused = t.store.schedule_pause_set("p", true).await.unwrap();
+    assert!(signal.has_changed().unwrap(), "pausing wakes schedulers");
+    assert!(paused.paused);
+    assert_eq!(paused.next_run_at, START.plus_ms(1_000), "the next tick is kept, for display");
+    assert_eq!(t.store.schedule_next_due().await.unwrap(), None, "a paused schedule is never due");
+    advance_ms(&t, 5_500);
+    assert!(fire(&t).await.is_empty());
+    let replaced = t.store.schedule_upsert(every("p", 1_000)).await.unwrap();
+    assert!(replaced.schedule.paused, "replacing keeps the flag");
+    let resumed = t.store.schedule_pause_set("p", false).await.unwrap();
+    assert!(!resumed.paused);
+    assert!(resumed.next_run_at > START.plus_ms(5_500), "no tick of the pause runs");
+    assert!(fire(&t).await.is_empty());
+    t.clock.set(resumed.next_run_at);
+    assert_eq!(fire(&t).await.len(), 1);
+    assert_eq!(counts(&t, "q").await.total(), 1, "only the tick after resuming ran");
+    assert_not_found(t.store.schedule_pause_set("nope", true).await);
+}
