@@ -196,7 +196,7 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     bus: Arc<EventBus>,
     ready: Arc<ReadySignal>,
-    /// Bumped after a schedule is created, replaced or deleted.
+    /// Bumped after a schedule is created, replaced, paused, resumed or deleted.
     schedules_changed: ReadySignal,
     path: PathBuf,
     synchronous: Synchronous,

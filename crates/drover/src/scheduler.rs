@@ -1,7 +1,7 @@
 //! [`Scheduler`]: the background service that fires schedules. It sleeps
-//! until the earliest `next_run_at` of any schedule (or until a schedule is
-//! created, replaced or deleted through the same store), then asks the store
-//! to fire what is due.
+//! until the earliest `next_run_at` of any schedule, or until a schedule is
+//! created, replaced, paused, resumed or deleted through the same store,
+//! then asks the store to fire what is due.
 //!
 //! Several schedulers may run on one store (every server starts one): the
 //! store enqueues each tick's job under an id derived from the tick, so a
@@ -92,7 +92,7 @@ async fn run(store: Arc<dyn Store>, config: SchedulerConfig, stop: CancellationT
 /// idle server costs one indexed read per wake-up, not a write transaction.
 async fn pass(store: &dyn Store) -> drover_store::StoreResult<Option<drover_core::Timestamp>> {
     let next = store.schedule_next_due().await?;
-    if !next.is_some_and(|at| at <= store.now()) {
+    if next.is_none_or(|at| at > store.now()) {
         return Ok(next);
     }
     for fired in store.schedule_fire_due().await? {
