@@ -166,14 +166,14 @@ async fn missed_ticks_run_once_after_downtime() {
     let db = dir.path().join("e2e.db");
     let server = Server::start(&db).await;
     let (status, created) =
-        post(&server, json!({ "id": "down", "every_ms": 2000, "job": { "queue": "s-down", "name": "n" } })).await;
+        post(&server, json!({ "id": "down", "every_ms": 3000, "job": { "queue": "s-down", "name": "n" } })).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let first = millis(&created["next_run_at"]);
     assert!(server.terminate().await.success());
-    assert!(now_ms() < first, "the server stopped before the first tick (it is 2 s away)");
+    assert!(now_ms() < first, "the server stopped before the first tick (it is 3 s away)");
     // Down for the first tick and at least two more: the point of the test,
     // not a wait for luck.
-    let back_at = first + 2 * 2000 + 100;
+    let back_at = first + 2 * 3000 + 100;
     tokio::time::sleep(Duration::from_millis(u64::try_from(back_at - now_ms()).unwrap_or(0))).await;
     let restarted_at = now_ms();
     let server = Server::start(&db).await;
@@ -183,7 +183,7 @@ async fn missed_ticks_run_once_after_downtime() {
     assert_eq!(missed, [&first], "three missed ticks, one run");
     let (_, schedule) = send(&server, reqwest::Method::GET, "/api/schedules/down", None).await;
     let next = millis(&schedule["next_run_at"]);
-    assert!(next > restarted_at && (next - first) % 2000 == 0, "next tick {next} is after start-up, on the grid");
+    assert!(next > restarted_at && (next - first) % 3000 == 0, "next tick {next} is after start-up, on the grid");
 }
 
 /// Runs `drover ARGS --server BASE --json`; (exit code, stdout, stderr).
