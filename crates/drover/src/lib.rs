@@ -55,7 +55,7 @@ pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 
 /// The job model (`drover_core`): specs, records, states, backoff, events.
 pub use drover_core as model;
-pub use drover_core::{Backoff, Event, EventKind, JobId, JobSpec, JobState, LogLevel, Progress};
+pub use drover_core::{Backoff, Event, EventKind, JobId, JobSpec, JobState, LogLevel, Progress, ScheduleSpec};
 /// The embedded SQLite store (`drover_sqlite`).
 pub use drover_sqlite as sqlite;
 /// The storage seam (`drover_store`).

@@ -8,8 +8,7 @@
 //! tick fired twice inserts one job (ADR 0006).
 //!
 //! ```no_run
-//! use drover::{Client, JobSpec, Scheduler, SchedulerConfig};
-//! use drover::model::ScheduleSpec;
+//! use drover::{Client, JobSpec, ScheduleSpec, Scheduler, SchedulerConfig};
 //!
 //! # async fn demo() -> drover::Result<()> {
 //! let client = Client::open_sqlite("jobs.db").await?;

@@ -4,9 +4,8 @@
 
 mod support;
 
-use drover::model::ScheduleSpec;
 use drover::store::{JobListParams, ScheduleListParams};
-use drover::{Client, JobSpec, Scheduler, SchedulerConfig};
+use drover::{Client, JobSpec, ScheduleSpec, Scheduler, SchedulerConfig};
 use std::time::{Duration, Instant};
 
 /// Ids of the jobs on `queue`.
