@@ -472,3 +472,28 @@ async fn broken_schedule_does_not_block_the_others() {
     assert_eq!(broken.last_run_at, None);
     store.close().await;
 }
+
+/// Two stores on one file, as two servers on one database: firing the same
+/// tick from both at once enqueues one job, whoever's transaction wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_fire_each_tick_once() {
+    use drover_core::{ManualClock, ScheduleSpec, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let clock = ManualClock::new(Timestamp(1_767_225_600_000));
+    let a = std::sync::Arc::new(open(&path, SqliteOptions::default().clock(clock.clone())));
+    let b = std::sync::Arc::new(open(&path, SqliteOptions::default().clock(clock.clone())));
+    a.schedule_upsert(ScheduleSpec::every_ms("shared", 1_000, JobSpec::new("q", "n"))).await.unwrap();
+    for tick in 1..=5 {
+        clock.advance(std::time::Duration::from_millis(1_000));
+        let (fa, fb) = (a.clone(), b.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { fa.schedule_fire_due().await }),
+            tokio::spawn(async move { fb.schedule_fire_due().await })
+        );
+        let fired: Vec<_> = ra.unwrap().unwrap().into_iter().chain(rb.unwrap().unwrap()).collect();
+        assert_eq!(fired.iter().filter(|f| !f.duplicate).count(), 1, "tick {tick}: {fired:?}");
+    }
+    let page = b.job_list(JobListParams { queue: Some("q".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 5, "one job per tick");
+}
