@@ -92,3 +92,44 @@ fn render(schedules: &[Value]) -> String {
     }
     table.render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_cadence_job_and_times() {
+        let rows = [
+            json!({"id": "nightly", "cron": "0 2 * * *", "every_ms": null, "timezone": "UTC", "paused": false,
+                   "job": {"queue": "ops", "name": "cleanup"}, "next_run_at": "2026-01-02T02:00:00.000Z",
+                   "last_run_at": null}),
+            json!({"id": "beat", "cron": null, "every_ms": 60000, "timezone": null, "paused": true,
+                   "job": {"queue": "ops", "name": "ping"}, "next_run_at": "2026-01-01T00:01:00Z",
+                   "last_run_at": "2026-01-01T00:00:00Z"}),
+        ];
+        let table = render(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{table}");
+        assert!(lines[1].contains("0 2 * * *") && lines[1].contains("2026-01-02T02:00:00Z"), "{table}");
+        assert!(lines[2].contains("every 60000 ms") && lines[2].contains("yes"), "{table}");
+    }
+
+    #[test]
+    fn add_body_sets_exactly_what_was_given() {
+        let args = ScheduleAddArgs {
+            id: "s".into(),
+            cron: None,
+            every_ms: Some(5_000),
+            timezone: None,
+            queue: "q".into(),
+            name: "n".into(),
+            payload: Some(r#"{"a": 1}"#.into()),
+            job: crate::cli::JobOptions { priority: Some(-1), delay_ms: None, attempts: None },
+        };
+        let body = add_body(args).unwrap();
+        assert_eq!(
+            body,
+            json!({"id": "s", "every_ms": 5000, "job": {"queue": "q", "name": "n", "payload": {"a": 1}, "priority": -1}})
+        );
+    }
+}
