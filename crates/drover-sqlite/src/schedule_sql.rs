@@ -95,12 +95,23 @@ pub(crate) fn next_due(conn: &Connection) -> StoreResult<Option<Timestamp>> {
 /// into `rule`.
 pub(crate) fn upsert(ctx: &mut Ctx<'_>, spec: &ScheduleSpec, rule: &ScheduleRule) -> StoreResult<ScheduleUpserted> {
     let now = ctx.now();
-    let next_run_at = rule.next_after(now, None)?;
     // The zone a cron expression was read in is stored, so that reading the
     // schedule back says which one applies.
     let timezone = match (&spec.cron, &spec.timezone) {
         (Some(_), None) => Some(DEFAULT_TIMEZONE.to_owned()),
         (_, tz) => tz.clone(),
+    };
+    // Posting the same cadence again (a deploy script re-applying its
+    // schedules) keeps the next tick: recomputing it from now would push an
+    // hourly schedule re-posted every few minutes back forever.
+    let existing = get(ctx.conn, &spec.id)?;
+    let next_run_at = match existing {
+        Some(old)
+            if old.spec.cron == spec.cron && old.spec.every_ms == spec.every_ms && old.spec.timezone == timezone =>
+        {
+            old.next_run_at
+        }
+        _ => rule.next_after(now, None)?,
     };
     let changed = ctx
         .conn

@@ -238,9 +238,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates the schedule, or replaces the one with the same id.
     ///
-    /// Its next tick is computed afresh: the first tick strictly after now
-    /// (for `every_ms`, now plus one interval). A replaced schedule keeps
-    /// its `created_at`, `last_run_at` and `last_job_id`.
+    /// A new schedule's next tick is the first strictly after now (for
+    /// `every_ms`, now plus one interval). A replaced schedule keeps its
+    /// `created_at`, `last_run_at`, `last_job_id` and paused flag, and its
+    /// `next_run_at` too when its cadence (`cron`, `every_ms`, `timezone`)
+    /// is unchanged; a new cadence starts from now. The new job template
+    /// applies from the next tick.
     ///
     /// Errors: [`StoreError::Invalid`] when the spec fails
     /// [`drover_core::ScheduleSpec::validate`] (field `id`, `cron`,

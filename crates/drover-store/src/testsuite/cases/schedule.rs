@@ -85,9 +85,10 @@ pub async fn schedule_raced_by_two_schedulers_enqueues_each_tick_once(make: Fact
     assert_eq!(job_ids(&t).await, expected.iter().cloned().collect::<Vec<_>>());
 
     // A lagging scheduler: back at the time before the last tick, it
-    // replaces the schedule, which puts the fired tick due again.
+    // re-creates the schedule, which puts the fired tick due again.
     let last_tick = START.plus_ms(5_000);
     t.clock.set(Timestamp(last_tick.0 - 1_000));
+    assert!(t.store.schedule_delete("race").await.unwrap());
     let again = t.store.schedule_upsert(every("race", 1_000)).await.unwrap();
     assert_eq!(again.schedule.next_run_at, last_tick);
     t.clock.set(last_tick);
@@ -159,9 +160,10 @@ pub async fn schedule_delete_stops_firing(make: Factory) {
     assert_eq!(counts(&t, "q").await.waiting, 1, "the job it enqueued stays");
 }
 
-/// Upserting an existing id replaces its cadence and template (the next
-/// tick is computed afresh) and keeps its creation time and history; the
-/// schedule signal changes on every create, replace and delete.
+/// Upserting an existing id replaces its cadence and template and keeps its
+/// creation time and history; the next tick is kept when the cadence is
+/// the same, computed afresh from now when it changed. The schedule signal
+/// changes on every create, replace and delete.
 pub async fn schedule_upsert_replaces(make: Factory) {
     let t = fresh(make).await;
     let mut signal = t.store.schedule_signal();
@@ -172,6 +174,9 @@ pub async fn schedule_upsert_replaces(make: Factory) {
     advance_ms(&t, 1_000);
     assert_eq!(fire(&t).await.len(), 1);
     advance_ms(&t, 500);
+    let same = t.store.schedule_upsert(ScheduleSpec::every_ms("s", 1_000, spec("templated"))).await.unwrap();
+    assert_eq!(same.schedule.next_run_at, START.plus_ms(2_000), "same cadence: the next tick is kept");
+    assert_eq!(same.schedule.spec.job.name, "templated", "the new template is stored");
     let replaced =
         t.store.schedule_upsert(ScheduleSpec::every_ms("s", 60_000, JobSpec::new("other", "renamed"))).await.unwrap();
     assert!(signal.has_changed().unwrap(), "replace wakes schedulers");
