@@ -155,6 +155,7 @@ macro_rules! conformance_suite {
                 schedule_validation_errors,
                 schedule_list_pages_and_next_due,
                 schedule_pause_and_resume,
+                schedule_unique_key_skips_while_unfinished,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,

@@ -263,3 +263,23 @@ pub async fn schedule_pause_and_resume(make: Factory) {
     assert_eq!(counts(&t, "q").await.total(), 1, "only the tick after resuming ran");
     assert_not_found(t.store.schedule_pause_set("nope", true).await);
 }
+
+/// A template with a `unique_key` enqueues nothing while the previous
+/// tick's job is unfinished (no pile-up behind a slow job): the tick
+/// reports that job as a duplicate, and the schedule moves on.
+pub async fn schedule_unique_key_skips_while_unfinished(make: Factory) {
+    let t = fresh(make).await;
+    let s = ScheduleSpec::every_ms("sync", 1_000, spec("sync").unique_key("only-one"));
+    t.store.schedule_upsert(s).await.unwrap();
+    advance_ms(&t, 1_000);
+    let first = fire(&t).await.pop().unwrap();
+    assert!(!first.duplicate);
+    advance_ms(&t, 1_000);
+    let second = fire(&t).await.pop().unwrap();
+    assert!(second.duplicate, "the first job still waits");
+    assert_eq!(second.job_id, first.job_id);
+    assert_eq!(second.next_run_at, START.plus_ms(3_000));
+    let schedule = t.store.schedule_get("sync").await.unwrap().unwrap();
+    assert_eq!((schedule.last_run_at, schedule.last_job_id), (Some(START.plus_ms(2_000)), Some(first.job_id)));
+    assert_eq!(counts(&t, "q").await.total(), 1);
+}
