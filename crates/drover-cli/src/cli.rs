@@ -32,6 +32,8 @@ pub enum Command {
     RateLimits(RateLimitsArgs),
     /// Bulk-enqueue jobs from a JSONL or CSV file, with a progress bar.
     Import(ImportArgs),
+    /// List, add, show, pause, resume and remove cron and interval schedules.
+    Schedules(SchedulesArgs),
 }
 
 /// How client commands reach a server and print what it answers.
@@ -186,6 +188,72 @@ pub enum QueuesCommand {
     Set(QueueSetArgs),
     /// Retry every failed job of the queue.
     RetryFailed(QueueNameArg),
+}
+
+/// Arguments of `drover schedules`.
+#[derive(Debug, Args)]
+pub struct SchedulesArgs {
+    /// Which schedules command.
+    #[command(subcommand)]
+    pub command: SchedulesCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover schedules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// List schedules: cadence, job, next and last run.
+    List,
+    /// Show one schedule as JSON.
+    Show(ScheduleIdArg),
+    /// Create a schedule, or replace the one with the same id.
+    #[command(after_help = "Examples:\n  \
+                            drover schedules add nightly --cron '0 2 * * *' --timezone Europe/Berlin --queue ops --name cleanup\n  \
+                            drover schedules add heartbeat --every-ms 60000 --queue ops --name ping --payload '{\"n\": 1}'")]
+    Add(ScheduleAddArgs),
+    /// Delete a schedule (the jobs it enqueued stay).
+    Remove(ScheduleIdArg),
+    /// Stop a schedule from firing until it is resumed.
+    Pause(ScheduleIdArg),
+    /// Fire a paused schedule again, from its first tick after now.
+    Resume(ScheduleIdArg),
+}
+
+/// A schedule id argument.
+#[derive(Debug, Args)]
+pub struct ScheduleIdArg {
+    /// The schedule's id.
+    pub id: String,
+}
+
+/// Arguments of `drover schedules add`.
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// The schedule's id (letters, digits, `_ - .`); an existing one is replaced.
+    pub id: String,
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    #[arg(long, env = "DROVER_CRON", required_unless_present = "every_ms", conflicts_with = "every_ms")]
+    pub cron: Option<String>,
+    /// Fixed interval in milliseconds.
+    #[arg(long, env = "DROVER_EVERY_MS")]
+    pub every_ms: Option<u64>,
+    /// IANA time zone the cron expression is read in (server default: UTC).
+    #[arg(long, env = "DROVER_TIMEZONE", requires = "cron")]
+    pub timezone: Option<String>,
+    /// Queue each job goes to.
+    #[arg(long, env = "DROVER_QUEUE")]
+    pub queue: String,
+    /// Job type of each job.
+    #[arg(long, env = "DROVER_NAME")]
+    pub name: String,
+    /// Handler input of each job, as JSON (default: null).
+    #[arg(long, env = "DROVER_PAYLOAD")]
+    pub payload: Option<String>,
+    /// Per-job options.
+    #[command(flatten)]
+    pub job: JobOptions,
 }
 
 /// A queue name argument.

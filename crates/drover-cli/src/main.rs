@@ -5,7 +5,7 @@
 //! | `cli` | every command's arguments (clap) |
 //! | `serve`, `demo`, `bench`, `database` | the server (with its `--demo` sample workers) and the in-process benchmark |
 //! | `client` | the HTTP client of the API, its event-stream parser, and output (tables or JSON) |
-//! | `commands` | the client commands: enqueue, jobs, queues, import |
+//! | `commands` | the client commands: enqueue, jobs, queues, schedules, import |
 
 mod bench;
 mod bench_http;
@@ -35,6 +35,7 @@ async fn main() -> ExitCode {
         cli::Command::Queues(args) => done(commands::queues::run(args).await),
         cli::Command::RateLimits(args) => done(commands::rate_limits::run(args).await),
         cli::Command::Import(args) => done(commands::import::run(args).await),
+        cli::Command::Schedules(args) => done(commands::schedules::run(args).await),
     };
     match outcome {
         Ok(code) => code,

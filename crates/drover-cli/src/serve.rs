@@ -1,11 +1,12 @@
-//! `drover serve`: opens the store, runs maintenance, and serves the HTTP
-//! API until SIGINT/SIGTERM; with `--demo`, sample workers and jobs too.
+//! `drover serve`: opens the store, runs maintenance and the scheduler, and
+//! serves the HTTP API until SIGINT/SIGTERM; with `--demo`, sample workers
+//! and jobs too.
 
 use crate::cli::ServeArgs;
 use crate::database::DatabaseUrl;
 use crate::demo::Demo;
 use anyhow::Context;
-use drover::{Client, Maintenance, MaintenanceConfig};
+use drover::{Client, Maintenance, MaintenanceConfig, Scheduler, SchedulerConfig};
 use drover_server::AppState;
 use drover_sqlite::Synchronous;
 use std::time::Duration;
@@ -14,6 +15,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database)?;
     let store = url.open(Synchronous::Full).await?;
     let maintenance = Maintenance::start(store.clone(), MaintenanceConfig::default());
+    // Every server runs a scheduler; ticks raced by several insert one job.
+    let scheduler = Scheduler::start(store.clone(), SchedulerConfig::default());
     // With no API keys (they arrive with workspaces), the API is open: the
     // contract allows that on loopback only.
     if !args.listen.ip().is_loopback() {
@@ -50,6 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     served?;
     tracing::info!("stopped serving; finishing maintenance");
+    scheduler.stop().await;
     maintenance.stop().await;
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! | [`failure`] | what a failed, timed-out or stalled attempt leads to |
 //! | [`queue`] | per-queue configuration |
 //! | [`limit`] | per-key limits and the sliding window of starts behind rate limits |
+//! | [`schedule`] | [`ScheduleSpec`]: cron and interval schedules, the next-tick rule |
 //! | [`event`] | lifecycle and handler-defined events |
 //!
 //! ```
@@ -35,6 +36,7 @@ pub mod id;
 pub mod job;
 pub mod limit;
 pub mod queue;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod time;
@@ -46,6 +48,7 @@ pub use id::{JobId, LeaseToken};
 pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
 pub use limit::{KeyLimit, StartWindow};
 pub use queue::{QueueConfig, RateLimit, Retention, RetentionRule};
+pub use schedule::{Schedule, ScheduleError, ScheduleRule, ScheduleSpec};
 pub use spec::{JobSpec, SpecError};
 pub use state::JobState;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

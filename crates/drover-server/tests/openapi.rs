@@ -48,6 +48,12 @@ async fn openapi_document_lists_the_routes() {
         ("/api/rate-limits/{key}", "get"),
         ("/api/rate-limits/{key}", "put"),
         ("/api/rate-limits/{key}", "delete"),
+        ("/api/schedules", "post"),
+        ("/api/schedules", "get"),
+        ("/api/schedules/{id}", "get"),
+        ("/api/schedules/{id}", "delete"),
+        ("/api/schedules/{id}/pause", "post"),
+        ("/api/schedules/{id}/resume", "post"),
         ("/api/workers/fetch", "post"),
         ("/api/workers/ack", "post"),
         ("/api/jobs/{id}/heartbeat", "post"),
@@ -64,7 +70,9 @@ async fn openapi_document_lists_the_routes() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody"] {
+    for schema in
+        ["JobView", "JobSpecBody", "ErrorBody", "FetchBody", "AckBody", "FailBody", "ScheduleBody", "ScheduleView"]
+    {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
 }

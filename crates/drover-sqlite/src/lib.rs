@@ -12,6 +12,7 @@
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
 //! | `retention` | removal of finished jobs beyond their queue's rules |
+//! | `schedule_sql` | schedules: upsert, delete, fire due ticks, reads |
 //! | `counts` | per-queue counts by state, kept by the writer per batch |
 //! | `rows` | rows to model types |
 //! | `error` | SQLite errors to [`StoreError`] |
@@ -46,17 +47,18 @@ mod queue_sql;
 mod reader;
 mod retention;
 mod rows;
+mod schedule_sql;
 mod schema;
 mod sync;
 mod writer;
 
 use async_trait::async_trait;
 use drover_core::{Clock, Event, EventKind, Job, JobId, JobSpec, LeaseToken, LogEntry, Progress, QueueConfig};
-use drover_core::{KeyLimit, SystemClock, Timestamp};
+use drover_core::{KeyLimit, Schedule, ScheduleSpec, SystemClock, Timestamp};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
     JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, RateLimitRule, RateLimitState, ReadySignal,
-    RescueReport, Store, StoreError, StoreResult,
+    RescueReport, ScheduleFired, ScheduleListParams, SchedulePage, ScheduleUpserted, Store, StoreError, StoreResult,
 };
 use error::SqlResultExt;
 use reader::Readers;
@@ -195,6 +197,8 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     bus: Arc<EventBus>,
     ready: Arc<ReadySignal>,
+    /// Bumped after a schedule is created, replaced, paused, resumed or deleted.
+    schedules_changed: ReadySignal,
     path: PathBuf,
     synchronous: Synchronous,
 }
@@ -236,7 +240,16 @@ impl SqliteStore {
             sync_lane: options.synchronous == Synchronous::Full,
         };
         let writer = Writer::spawn(conn, options.clock.clone(), bus.clone(), ready.clone(), config)?;
-        Ok(Self { writer, readers, clock: options.clock, bus, ready, path, synchronous: options.synchronous })
+        Ok(Self {
+            writer,
+            readers,
+            clock: options.clock,
+            bus,
+            ready,
+            schedules_changed: ReadySignal::default(),
+            path,
+            synchronous: options.synchronous,
+        })
     }
 
     /// The database file.
@@ -467,5 +480,51 @@ impl Store for SqliteStore {
 
     fn events(&self) -> broadcast::Receiver<Event> {
         self.bus.subscribe()
+    }
+
+    async fn schedule_upsert(&self, spec: ScheduleSpec) -> StoreResult<ScheduleUpserted> {
+        // Parsed on the caller's task: the writer only stores.
+        let rule = spec.validate()?;
+        let spec = Box::new((spec, rule));
+        let upserted = self.writer.call(|reply| Command::ScheduleUpsert { spec, reply }).await?;
+        self.schedules_changed.notify();
+        Ok(upserted)
+    }
+
+    async fn schedule_get(&self, id: &str) -> StoreResult<Option<Schedule>> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| schedule_sql::get(conn, &id)).await
+    }
+
+    async fn schedule_list(&self, params: ScheduleListParams) -> StoreResult<SchedulePage> {
+        self.readers.read(move |conn| schedule_sql::list(conn, &params)).await
+    }
+
+    async fn schedule_delete(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        let existed = self.writer.call(|reply| Command::ScheduleDelete { id, reply }).await?;
+        if existed {
+            self.schedules_changed.notify();
+        }
+        Ok(existed)
+    }
+
+    async fn schedule_pause_set(&self, id: &str, paused: bool) -> StoreResult<Schedule> {
+        let id = id.to_owned();
+        let schedule = self.writer.call(|reply| Command::SchedulePauseSet { id, paused, reply }).await?;
+        self.schedules_changed.notify();
+        Ok(schedule)
+    }
+
+    async fn schedule_fire_due(&self) -> StoreResult<Vec<ScheduleFired>> {
+        self.writer.call(|reply| Command::ScheduleFireDue { reply }).await
+    }
+
+    async fn schedule_next_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.readers.read(schedule_sql::next_due).await
+    }
+
+    fn schedule_signal(&self) -> watch::Receiver<u64> {
+        self.schedules_changed.subscribe()
     }
 }

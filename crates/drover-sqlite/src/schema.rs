@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_unique_key.sql"),
     include_str!("../migrations/0006_partial_index_or.sql"),
     include_str!("../migrations/0007_limits.sql"),
+    include_str!("../migrations/0008_schedules.sql"),
 ];
 
 /// The schema version this build writes.

@@ -14,12 +14,14 @@
 use crate::counts::CountDeltas;
 use crate::error::store_error;
 use crate::sync::{Committed, SyncLane};
-use crate::{SqlitePragmas, claim, expire, finish, job_sql, limits, queue_sql, retention};
-use drover_core::{Clock, Job, JobId, KeyLimit, LeaseToken, Progress, QueueConfig, Timestamp};
+use crate::{SqlitePragmas, claim, expire, finish, job_sql, limits, queue_sql, retention, schedule_sql};
+use drover_core::{
+    Clock, Job, JobId, KeyLimit, LeaseToken, Progress, QueueConfig, ScheduleRule, ScheduleSpec, Timestamp,
+};
 use drover_store::{
     CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, RateLimitRule, ReadySignal, RescueReport, StoreError,
-    StoreResult,
+    JobHeartbeat, JobLogAppend, PendingEvent, QueueInfo, RateLimitRule, ReadySignal, RescueReport, ScheduleFired,
+    ScheduleUpserted, StoreError, StoreResult,
 };
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -52,6 +54,11 @@ pub(crate) enum Command {
     QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
     RateLimitSet { key: String, limit: KeyLimit, reply: Reply<RateLimitRule> },
     RateLimitDelete { key: String, reply: Reply<bool> },
+    // Boxed: a spec with its job template is several times the other commands.
+    ScheduleUpsert { spec: Box<(ScheduleSpec, ScheduleRule)>, reply: Reply<ScheduleUpserted> },
+    ScheduleDelete { id: String, reply: Reply<bool> },
+    SchedulePauseSet { id: String, paused: bool, reply: Reply<drover_core::Schedule> },
+    ScheduleFireDue { reply: Reply<Vec<ScheduleFired>> },
     Pragmas { reply: Reply<SqlitePragmas> },
 }
 
@@ -462,6 +469,15 @@ impl Command {
             }
             Command::RateLimitSet { key, limit, reply } => call(reply, move |c| limits::rule_set(c, &key, &limit)),
             Command::RateLimitDelete { key, reply } => call(reply, move |c| limits::rule_delete(c, &key)),
+            Command::ScheduleUpsert { spec, reply } => call(reply, move |c| schedule_sql::upsert(c, &spec.0, &spec.1)),
+            Command::ScheduleDelete { id, reply } => call(reply, move |c| schedule_sql::delete(c, &id)),
+            Command::SchedulePauseSet { id, paused, reply } => {
+                call(reply, move |c| schedule_sql::pause_set(c, &id, paused))
+            }
+            // A power cut takes a fired tick's job back together with the
+            // schedule's advance, so the tick fires again, under the same id:
+            // the scheduler need not wait for the fsync.
+            Command::ScheduleFireDue { reply } => fast_call(reply, schedule_sql::fire_due),
             Command::Pragmas { reply } => call(reply, |c| crate::schema::pragmas(c.conn)),
         }
     }

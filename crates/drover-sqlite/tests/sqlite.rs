@@ -23,7 +23,7 @@ async fn pragmas_read_back() {
     assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
-    assert_eq!(p.user_version, 7);
+    assert_eq!(p.user_version, 8);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
@@ -55,7 +55,7 @@ async fn reopen_keeps_data_and_does_not_rerun_migrations() {
 
     // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 8);
     let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
     assert_eq!(job.payload, json!({"k": 1}));
     // Dropping (not closing) must also stop the writer and release the file.
@@ -317,17 +317,18 @@ async fn migration_0002_counts_existing_jobs() {
     store.job_insert_many(vec![JobSpec::new("r", "n").delay_ms(60_000)]).await.unwrap();
     store.close().await;
     {
-        // Back to what version 1 left: no table, the old index, nothing of 0003 to 0007.
+        // Back to what version 1 left: no table, the old index, nothing of
+        // 0003 onwards (0007's limits and 0008's schedules included).
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE queue_counts; DROP INDEX jobs_finished; DROP INDEX jobs_expiring; DROP INDEX jobs_unique; ALTER TABLE jobs DROP COLUMN expires_at; \
              DROP TABLE rate_limit_rules; DROP TABLE throttles; DROP INDEX jobs_active_key; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
-             PRAGMA user_version = 1;",
+             DROP TABLE schedules; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 8);
     let q = store.queue_get("q").await.unwrap();
     assert_eq!((q.counts.waiting, q.counts.total()), (7, 7));
     assert_eq!(store.queue_get("r").await.unwrap().counts.delayed, 1);
@@ -441,4 +442,59 @@ async fn queue_commands_see_counts_of_their_own_batch() {
     store.close().await;
     let (kept, counted) = counts_kept_and_counted(&path);
     assert_eq!(kept, counted);
+}
+
+/// A stored schedule that can no longer fire (here its time zone was
+/// rewritten to one that does not exist, as if it left the system's
+/// database) is pushed back an hour; the other schedules still fire.
+#[tokio::test]
+async fn broken_schedule_does_not_block_the_others() {
+    use drover_core::{ManualClock, ScheduleSpec, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let clock = ManualClock::new(Timestamp(1_767_225_600_000));
+    let options = || SqliteOptions::default().clock(clock.clone());
+    let store = open(&path, options());
+    let job = JobSpec::new("q", "n");
+    store.schedule_upsert(ScheduleSpec::cron("broken", "* * * * * *", job.clone())).await.unwrap();
+    store.schedule_upsert(ScheduleSpec::every_ms("fine", 1_000, job)).await.unwrap();
+    store.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE schedules SET timezone = 'Nowhere/Gone' WHERE id = 'broken'", [])
+        .unwrap();
+    let store = open(&path, options());
+    clock.advance(std::time::Duration::from_millis(1_000));
+    let fired = store.schedule_fire_due().await.unwrap();
+    let ids: Vec<&str> = fired.iter().map(|f| f.schedule_id.as_str()).collect();
+    assert_eq!(ids, ["fine"]);
+    let broken = store.schedule_get("broken").await.unwrap().unwrap();
+    assert_eq!(broken.next_run_at, Timestamp(1_767_225_601_000 + 3_600_000), "pushed back an hour");
+    assert_eq!(broken.last_run_at, None);
+    store.close().await;
+}
+
+/// Two stores on one file, as two servers on one database: firing the same
+/// tick from both at once enqueues one job, whoever's transaction wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_fire_each_tick_once() {
+    use drover_core::{ManualClock, ScheduleSpec, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let clock = ManualClock::new(Timestamp(1_767_225_600_000));
+    let a = std::sync::Arc::new(open(&path, SqliteOptions::default().clock(clock.clone())));
+    let b = std::sync::Arc::new(open(&path, SqliteOptions::default().clock(clock.clone())));
+    a.schedule_upsert(ScheduleSpec::every_ms("shared", 1_000, JobSpec::new("q", "n"))).await.unwrap();
+    for tick in 1..=5 {
+        clock.advance(std::time::Duration::from_millis(1_000));
+        let (fa, fb) = (a.clone(), b.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { fa.schedule_fire_due().await }),
+            tokio::spawn(async move { fb.schedule_fire_due().await })
+        );
+        let fired: Vec<_> = ra.unwrap().unwrap().into_iter().chain(rb.unwrap().unwrap()).collect();
+        assert_eq!(fired.iter().filter(|f| !f.duplicate).count(), 1, "tick {tick}: {fired:?}");
+    }
+    let page = b.job_list(JobListParams { queue: Some("q".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 5, "one job per tick");
 }

@@ -56,6 +56,12 @@ impl StoreError {
     }
 }
 
+impl From<drover_core::ScheduleError> for StoreError {
+    fn from(e: drover_core::ScheduleError) -> Self {
+        StoreError::Invalid { field: e.field, message: e.message }
+    }
+}
+
 impl From<drover_core::SpecError> for StoreError {
     fn from(e: drover_core::SpecError) -> Self {
         StoreError::Invalid { field: e.field.to_owned(), message: e.message }

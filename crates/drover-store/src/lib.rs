@@ -7,10 +7,12 @@
 //! one params struct or a plain id. Every mutation is committed when it
 //! returns, and its events are published after the commit. Mutations that
 //! promise something to a caller (insert, finish, cancel, retry, logs,
-//! custom events, queue settings) are also durable on power loss when they
-//! return; a backend may answer claims, heartbeats, progress and maintenance
-//! passes before its commit reaches the disk, since losing one only means a
-//! job runs again or shows older progress (see the SQLite sync lane, ADR 0002).
+//! custom events, queue settings, schedules) are also durable on power loss
+//! when they return; a backend may answer claims, heartbeats, progress,
+//! maintenance passes and schedule firing before its commit reaches the
+//! disk, since losing one only means a job runs again, a tick fires again
+//! (under the same job id), or shows older progress (see the SQLite sync
+//! lane, ADR 0002).
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -30,7 +32,7 @@ pub use params::*;
 pub use signal::{EventBus, PendingEvent, ReadySignal};
 
 use async_trait::async_trait;
-use drover_core::{Event, Job, JobId, QueueConfig, Timestamp};
+use drover_core::{Event, Job, JobId, QueueConfig, Schedule, ScheduleSpec, Timestamp};
 use tokio::sync::{broadcast, watch};
 
 /// Where Drover keeps every job. Implementations: `drover-sqlite` (embedded)
@@ -272,4 +274,67 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every event this store publishes from now on.
     fn events(&self) -> broadcast::Receiver<Event>;
+
+    // Schedules (ADR 0006): job templates enqueued on a cron expression or
+    // an interval. A scheduler loop calls `schedule_fire_due` when
+    // `schedule_next_due` says a tick is due; every server may run one.
+
+    /// Creates the schedule, or replaces the one with the same id.
+    ///
+    /// A new schedule's next tick is the first strictly after now (for
+    /// `every_ms`, now plus one interval). A replaced schedule keeps its
+    /// `created_at`, `last_run_at`, `last_job_id` and paused flag, and its
+    /// `next_run_at` too when its cadence (`cron`, `every_ms`, `timezone`)
+    /// is unchanged; a new cadence starts from now. The new job template
+    /// applies from the next tick.
+    ///
+    /// Errors: [`StoreError::Invalid`] when the spec fails
+    /// [`drover_core::ScheduleSpec::validate`] (field `id`, `cron`,
+    /// `every_ms`, `timezone` or `job.*`).
+    /// Events: none; the [`Store::schedule_signal`] changes.
+    async fn schedule_upsert(&self, spec: ScheduleSpec) -> StoreResult<ScheduleUpserted>;
+
+    /// One schedule, or `None`.
+    async fn schedule_get(&self, id: &str) -> StoreResult<Option<Schedule>>;
+
+    /// Schedules sorted by id, one page at a time.
+    async fn schedule_list(&self, params: ScheduleListParams) -> StoreResult<SchedulePage>;
+
+    /// Pauses (true) or resumes (false) a schedule. A paused schedule fires
+    /// nothing; resuming moves its `next_run_at` to the first tick after
+    /// now, so the ticks that passed while it was paused never run.
+    /// Replacing a schedule keeps its paused flag.
+    ///
+    /// Errors: [`StoreError::NotFound`].
+    /// Events: none; the [`Store::schedule_signal`] changes.
+    async fn schedule_pause_set(&self, id: &str, paused: bool) -> StoreResult<Schedule>;
+
+    /// Deletes a schedule; true when it existed. Jobs it already enqueued
+    /// stay.
+    ///
+    /// Events: none; the [`Store::schedule_signal`] changes.
+    async fn schedule_delete(&self, id: &str) -> StoreResult<bool>;
+
+    /// Fires every schedule not paused whose `next_run_at` is at or before now, in one
+    /// transaction, and returns what fired (by `next_run_at`).
+    ///
+    /// Each due schedule enqueues exactly one job, as
+    /// [`Store::job_insert_many`] would, with the id
+    /// `sched:{schedule id}:{tick}` where `tick` is its `next_run_at` in
+    /// milliseconds: a second scheduler firing the same tick finds that job
+    /// and inserts nothing (`duplicate: true`). Its `next_run_at` then moves
+    /// to the first tick strictly after now, so ticks missed while nothing
+    /// ran (downtime) collapse into this one run; `last_run_at` becomes the
+    /// tick and `last_job_id` the job.
+    ///
+    /// Events: `job:waiting` or `job:delayed` per inserted job.
+    async fn schedule_fire_due(&self) -> StoreResult<Vec<ScheduleFired>>;
+
+    /// The earliest `next_run_at` of any schedule not paused: when a scheduler with
+    /// nothing due should look again.
+    async fn schedule_next_due(&self) -> StoreResult<Option<Timestamp>>;
+
+    /// A watch that changes whenever a schedule is created, replaced,
+    /// paused, resumed or deleted through this store, so a sleeping scheduler can look again.
+    fn schedule_signal(&self) -> watch::Receiver<u64>;
 }

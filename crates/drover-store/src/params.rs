@@ -288,3 +288,46 @@ pub struct RateLimitState {
     /// limited" hold, or the rate limit used up. `None` when not held back.
     pub throttled_until: Option<drover_core::Timestamp>,
 }
+
+/// What [`crate::Store::schedule_upsert`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleUpserted {
+    /// The schedule as stored now.
+    pub schedule: drover_core::Schedule,
+    /// True when no schedule had this id before (false: it was replaced).
+    pub created: bool,
+}
+
+/// Paging of [`crate::Store::schedule_list`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScheduleListParams {
+    /// Page size, 1..=[`MAX_PAGE`] (0 means 50).
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub cursor: Option<String>,
+}
+
+/// One page of schedules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulePage {
+    /// Schedules, by id.
+    pub items: Vec<drover_core::Schedule>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One tick fired by [`crate::Store::schedule_fire_due`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleFired {
+    /// The schedule.
+    pub schedule_id: String,
+    /// The tick that fired: the schedule's `next_run_at` when it was due.
+    pub tick: Timestamp,
+    /// The job of that tick (`sched:{schedule_id}:{tick}`).
+    pub job_id: JobId,
+    /// True when that job already existed (another scheduler fired the
+    /// tick first): nothing was inserted.
+    pub duplicate: bool,
+    /// The schedule's next tick, strictly after now.
+    pub next_run_at: Timestamp,
+}

@@ -3,9 +3,12 @@
 use crate::events::{EventFilter, EventStream};
 use crate::handler::Job;
 use crate::{Error, Result};
-use drover_core::{JobId, JobSpec, KeyLimit, LogEntry, QueueConfig};
+use drover_core::{JobId, JobSpec, KeyLimit, LogEntry, QueueConfig, Schedule, ScheduleSpec};
 use drover_sqlite::{SqliteOptions, SqliteStore};
-use drover_store::{CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, RateLimitRule, RateLimitState, Store};
+use drover_store::{
+    CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, RateLimitRule, RateLimitState, ScheduleListParams,
+    SchedulePage, ScheduleUpserted, Store,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -128,6 +131,40 @@ impl Client {
     /// and until when it is held back.
     pub async fn rate_limit_get(&self, key: &str) -> Result<RateLimitState> {
         Ok(self.store.rate_limit_get(key).await?)
+    }
+
+    /// Creates a schedule, or replaces the one with the same id; its next
+    /// tick is the first after now. A [`crate::Scheduler`] on the same store
+    /// fires it.
+    pub async fn schedule_upsert(&self, spec: ScheduleSpec) -> Result<ScheduleUpserted> {
+        spec.validate().map_err(|e| Error::Invalid { field: e.field, message: e.message })?;
+        Ok(self.store.schedule_upsert(spec).await?)
+    }
+
+    /// One schedule.
+    pub async fn schedule_get(&self, id: &str) -> Result<Option<Schedule>> {
+        Ok(self.store.schedule_get(id).await?)
+    }
+
+    /// Schedules by id, a page at a time.
+    pub async fn schedule_list(&self, params: ScheduleListParams) -> Result<SchedulePage> {
+        Ok(self.store.schedule_list(params).await?)
+    }
+
+    /// Pauses a schedule: it fires nothing until resumed.
+    pub async fn schedule_pause(&self, id: &str) -> Result<Schedule> {
+        Ok(self.store.schedule_pause_set(id, true).await?)
+    }
+
+    /// Resumes a paused schedule from its first tick after now (ticks that
+    /// passed while it was paused do not run).
+    pub async fn schedule_resume(&self, id: &str) -> Result<Schedule> {
+        Ok(self.store.schedule_pause_set(id, false).await?)
+    }
+
+    /// Deletes a schedule; true when it existed. Jobs it enqueued stay.
+    pub async fn schedule_delete(&self, id: &str) -> Result<bool> {
+        Ok(self.store.schedule_delete(id).await?)
     }
 
     /// Lifecycle and handler-defined events that pass `filter`, from now on.

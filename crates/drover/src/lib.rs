@@ -12,6 +12,7 @@
 //! | [`context`] | [`JobContext`]: what a running handler can see and do |
 //! | [`worker`] | [`Worker`]: claims, runs, heartbeats and reports jobs |
 //! | [`maintenance`] | [`Maintenance`]: rescues expired leases, promotes due jobs |
+//! | [`scheduler`] | [`Scheduler`]: fires cron and interval schedules |
 //! | [`wait`] | [`wait::wait_for_work`]: how an idle fetcher sleeps without losing wake-ups |
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod error;
 pub mod events;
 pub mod handler;
 pub mod maintenance;
+pub mod scheduler;
 pub mod wait;
 pub mod worker;
 
@@ -48,12 +50,14 @@ pub use error::{Error, Result};
 pub use events::{EventFilter, EventStream, EventStreamError};
 pub use handler::{HandlerError, HandlerErrorKind, Job, ResultExt};
 pub use maintenance::{Maintenance, MaintenanceConfig};
+pub use scheduler::{Scheduler, SchedulerConfig};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 
 /// The job model (`drover_core`): specs, records, states, backoff, events.
 pub use drover_core as model;
 pub use drover_core::{
     Backoff, Event, EventKind, JobId, JobSpec, JobState, KeyLimit, LogLevel, Progress, QueueConfig, RateLimit,
+    ScheduleSpec,
 };
 /// The embedded SQLite store (`drover_sqlite`).
 pub use drover_sqlite as sqlite;

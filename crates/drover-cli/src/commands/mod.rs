@@ -7,6 +7,7 @@ pub mod import;
 pub mod jobs;
 pub mod queues;
 pub mod rate_limits;
+pub mod schedules;
 pub mod watch;
 
 use crate::cli::JobOptions;

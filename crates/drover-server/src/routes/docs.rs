@@ -1,7 +1,7 @@
 //! `GET /openapi.json` (generated from the handlers' annotations) and
 //! `GET /docs` (Swagger UI, vendored: nothing is fetched from the internet).
 
-use super::{events, health, job_reports, jobs, queues, rate_limits, workers};
+use super::{events, health, job_reports, jobs, queues, rate_limits, schedules, workers};
 use crate::AppState;
 use crate::dto::{AttemptView, JobSpecBody, JobView, LogView};
 use crate::error::{ErrorBody, ErrorDetail};
@@ -40,6 +40,12 @@ use utoipa::OpenApi;
         rate_limits::show,
         rate_limits::set,
         rate_limits::remove,
+        schedules::create,
+        schedules::list,
+        schedules::show,
+        schedules::remove,
+        schedules::pause,
+        schedules::resume,
         workers::fetch,
         workers::ack,
         job_reports::heartbeat,
@@ -55,6 +61,7 @@ use utoipa::OpenApi;
     tags(
         (name = "jobs", description = "Enqueue, inspect, cancel and retry jobs"),
         (name = "queues", description = "Queue counts, settings, pause and resume; rate limits and caps per key"),
+        (name = "schedules", description = "Cron and interval schedules that enqueue jobs"),
         (name = "workers", description = "The worker protocol, for workers in any language"),
         (name = "events", description = "Live lifecycle and custom events (SSE, WebSocket)"),
         (name = "operations", description = "Health and readiness"),

@@ -7,6 +7,7 @@ mod job_reports;
 mod jobs;
 mod queues;
 mod rate_limits;
+mod schedules;
 mod workers;
 
 use crate::AppState;
@@ -22,6 +23,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(job_reports::router())
         .merge(queues::router())
         .merge(rate_limits::router())
+        .merge(schedules::router())
         .merge(workers::router())
         .merge(events::router())
         .merge(docs::router())

@@ -154,6 +154,18 @@ macro_rules! conformance_suite {
                 rate_limited_failure_holds_queue,
                 cap_release_wakes_fetchers,
                 rate_limit_rules_crud,
+                // schedule.rs
+                schedule_interval_fires_each_tick,
+                schedule_raced_by_two_schedulers_enqueues_each_tick_once,
+                schedule_missed_ticks_collapse_to_one,
+                schedule_cron_with_seconds,
+                schedule_cron_in_time_zone,
+                schedule_delete_stops_firing,
+                schedule_upsert_replaces,
+                schedule_validation_errors,
+                schedule_list_pages_and_next_due,
+                schedule_pause_and_resume,
+                schedule_unique_key_skips_while_unfinished,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,
