@@ -34,6 +34,9 @@ pub enum EventKind {
     QueuePaused,
     /// `queue:resumed`.
     QueueResumed,
+    /// `batch:completed` — every job of a batch finished; the event carries
+    /// the batch id and its counts.
+    BatchCompleted,
     /// Any other type, emitted by a handler (e.g. `lead:add`).
     Custom(String),
 }
@@ -54,13 +57,14 @@ impl EventKind {
             EventKind::Stalled => "job:stalled",
             EventKind::QueuePaused => "queue:paused",
             EventKind::QueueResumed => "queue:resumed",
+            EventKind::BatchCompleted => "batch:completed",
             EventKind::Custom(name) => name,
         }
     }
 
     /// Parses a wire name; unknown names become [`EventKind::Custom`].
     pub fn parse(name: &str) -> Self {
-        const BUILT_IN: [EventKind; 12] = [
+        const BUILT_IN: [EventKind; 13] = [
             EventKind::Waiting,
             EventKind::Delayed,
             EventKind::Active,
@@ -73,6 +77,7 @@ impl EventKind {
             EventKind::Stalled,
             EventKind::QueuePaused,
             EventKind::QueueResumed,
+            EventKind::BatchCompleted,
         ];
         BUILT_IN.into_iter().find(|k| k.as_str() == name).unwrap_or_else(|| EventKind::Custom(name.to_owned()))
     }

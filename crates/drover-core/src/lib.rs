@@ -15,6 +15,7 @@
 //! | [`failure`] | what a failed, timed-out or stalled attempt leads to |
 //! | [`queue`] | per-queue configuration |
 //! | [`event`] | lifecycle and handler-defined events |
+//! | [`flow`] | flows (a parent and its children) and batches |
 //!
 //! ```
 //! use drover_core::{Backoff, JobSpec};
@@ -30,6 +31,7 @@
 pub mod backoff;
 pub mod event;
 pub mod failure;
+pub mod flow;
 pub mod id;
 pub mod job;
 pub mod queue;
@@ -40,6 +42,7 @@ pub mod time;
 pub use backoff::{Backoff, BackoffKind};
 pub use event::{Event, EventKind};
 pub use failure::{FailureDecision, FailureReport, StallDecision, decide_failure, decide_stall};
+pub use flow::{BatchSpec, ChildFailure, FlowSpec};
 pub use id::{JobId, LeaseToken};
 pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
 pub use queue::{QueueConfig, RateLimit, Retention, RetentionRule};

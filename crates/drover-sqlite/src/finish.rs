@@ -26,11 +26,13 @@ struct Ending {
     worker_id: Option<String>,
     queue: String,
     batch_id: Option<String>,
+    parent_id: Option<String>,
 }
 
 impl Ending {
-    /// Reads the first six columns of a row selected with `seq, attempt_seq,
-    /// started_at, worker_id, queue, batch_id` first, as every ending query does.
+    /// Reads the first seven columns of a row selected with `seq, attempt_seq,
+    /// started_at, worker_id, queue, batch_id, parent_id` first, as every
+    /// ending query does.
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             seq: r.get(0)?,
@@ -39,7 +41,19 @@ impl Ending {
             worker_id: r.get(3)?,
             queue: r.get(4)?,
             batch_id: r.get(5)?,
+            parent_id: r.get(6)?,
         })
+    }
+
+    /// The flow and batch hook's view of this job, now in `state`.
+    fn ended<'a>(&'a self, id: &'a str, state: JobState) -> crate::flow::EndedJob<'a> {
+        crate::flow::EndedJob {
+            seq: self.seq,
+            id,
+            parent_id: self.parent_id.as_deref(),
+            batch_id: self.batch_id.as_deref(),
+            state,
+        }
     }
 }
 
@@ -110,10 +124,18 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         ctx,
         id,
         lease,
-        active_sql!("seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested"),
-        |r| Ok((Ending::from_row(r)?, r.get::<_, bool>(6)?)),
+        active_sql!(
+            "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, cancel_requested, \
+             pending_children, failed_child"
+        ),
+        |r| Ok((Ending::from_row(r)?, r.get::<_, bool>(7)?, r.get::<_, i64>(8)?, r.get::<_, Option<String>>(9)?)),
     )?;
-    let Some((ending, cancelled)) = row else { return Ok(Err(StoreError::LeaseLost(id.to_string()))) };
+    let Some((ending, cancelled, pending_children, failed_child)) = row else {
+        return Ok(Err(StoreError::LeaseLost(id.to_string())));
+    };
+    if !cancelled && (pending_children > 0 || failed_child.is_some()) {
+        return complete_parent(ctx, id, ending, value, result, failed_child).map(Ok);
+    }
     let (state, outcome, kind) = if cancelled {
         (JobState::Cancelled, AttemptOutcome::Cancelled, EventKind::Cancelled)
     } else {
@@ -137,7 +159,52 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         append_attempt(ctx, &ending, now, outcome, None)?;
     }
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value.clone()));
+    // After the job's own event, so subscribers hear of the child first.
+    crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
     Ok(Ok(Finished { state, run_at: None }))
+}
+
+/// The handler of a parent returned successfully while children it
+/// enqueued are unfinished, or after one failed under `fail_parent`: the
+/// attempt is recorded as completed, its result kept, and the job waits for
+/// its children (`waiting-children`, to run again when they finish) or
+/// fails with `child_failed`.
+fn complete_parent(
+    ctx: &mut Ctx<'_>,
+    id: &JobId,
+    ending: Ending,
+    value: &Value,
+    result: String,
+    failed_child: Option<String>,
+) -> StoreResult<Finished> {
+    let now = ctx.now();
+    let error = failed_child.map(|child| crate::flow::child_failed_error(&child, JobState::Failed));
+    let state = if error.is_some() { JobState::Failed } else { JobState::WaitingChildren };
+    let error_json = error.as_ref().map(to_json);
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?1, result = ?2, error = coalesce(?3, error), finished_at = ?4, \
+             lease_token = NULL, lease_expires_at = NULL WHERE seq = ?5",
+        )
+        .db()?
+        .execute(params![state.as_str(), result, error_json, state.is_finished().then_some(now.0), ending.seq])
+        .db()?;
+    ctx.counts.moved(&ending.queue, JobState::Active, state);
+    append_attempt(ctx, &ending, now, AttemptOutcome::Completed, None)?;
+    if let Some(error) = error {
+        ctx.event(|| {
+            PendingEvent::job(
+                EventKind::Failed,
+                id,
+                &ending.queue,
+                ending.batch_id.as_deref(),
+                now,
+                json!({ "error": error, "result": value }),
+            )
+        });
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
+    Ok(Finished { state, run_at: None })
 }
 
 /// A failure (`Some(report)`) or a release (`None`): read the job, decide,
@@ -154,16 +221,16 @@ fn fail(
         id,
         lease,
         active_sql!(
-            "seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
-             cancel_requested"
+            "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, attempts_made, max_attempts, \
+             backoff, cancel_requested"
         ),
         |r| {
             Ok((
                 Ending::from_row(r)?,
-                r.get::<_, u32>(6)?,
                 r.get::<_, u32>(7)?,
-                crate::rows::json::<Backoff>(r, 8)?,
-                r.get::<_, bool>(9)?,
+                r.get::<_, u32>(8)?,
+                crate::rows::json::<Backoff>(r, 9)?,
+                r.get::<_, bool>(10)?,
             ))
         },
     )?;
@@ -214,6 +281,9 @@ fn fail(
         };
         PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, data)
     });
+    if state.is_finished() {
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
     Ok(Ok(Finished { state, run_at }))
 }
 
@@ -244,6 +314,9 @@ fn release(
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.ready |= state == JobState::Waiting;
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    if state.is_finished() {
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
     Ok(Finished { state, run_at: None })
 }
 
@@ -279,12 +352,12 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
     let expired: Vec<(Ending, String, u32, u32, bool, i64)> = ctx
         .conn
         .prepare_cached(
-            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, id, stalls, max_stalls, \
+            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, id, stalls, max_stalls, \
              cancel_requested, lease_token FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
              ORDER BY lease_expires_at",
         )
         .db()?
-        .query_map([now.0], |r| Ok((Ending::from_row(r)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?)))
+        .query_map([now.0], |r| Ok((Ending::from_row(r)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?)))
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
@@ -321,6 +394,9 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         });
         let data = if decision == StallDecision::Dead { json!({ "error": stall_error }) } else { Value::Null };
         ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        if state.is_finished() {
+            crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+        }
         match decision {
             StallDecision::Requeue => {
                 ctx.ready = true;

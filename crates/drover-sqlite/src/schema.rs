@@ -17,6 +17,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_expires_at.sql"),
     include_str!("../migrations/0005_unique_key.sql"),
     include_str!("../migrations/0006_partial_index_or.sql"),
+    // Numbered 0009: 0007 and 0008 belong to work on other branches.
+    include_str!("../migrations/0009_flows_batches.sql"),
 ];
 
 /// The schema version this build writes.

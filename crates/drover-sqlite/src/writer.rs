@@ -34,22 +34,76 @@ pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 /// Every mutation the store knows, with its reply channel.
 pub(crate) enum Command {
-    JobInsert { rows: Vec<job_sql::NewRow>, reply: Reply<Vec<job_sql::InsertOutcome>> },
-    JobClaim { params: JobClaimParams, reply: Reply<Vec<ClaimedJob>> },
-    JobHeartbeat { beats: Vec<JobHeartbeat>, reply: Reply<Vec<StoreResult<HeartbeatReply>>> },
-    JobProgress { id: JobId, lease_token: LeaseToken, progress: Progress, reply: Reply<()> },
-    JobLogAppend { params: JobLogAppend, reply: Reply<()> },
-    JobEventEmit { params: JobEventEmit, reply: Reply<()> },
-    JobFinish { items: Vec<JobFinish>, reply: Reply<Vec<StoreResult<Finished>>> },
-    JobCancel { id: JobId, reply: Reply<CancelOutcome> },
-    JobRetry { id: JobId, reply: Reply<Job> },
-    JobRescue { reply: Reply<RescueReport> },
-    JobPromote { reply: Reply<u64> },
-    JobRetentionSweep { limit: u32, reply: Reply<u64> },
-    JobExpire { reply: Reply<u64> },
-    QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
-    QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
-    Pragmas { reply: Reply<SqlitePragmas> },
+    JobInsert {
+        rows: Vec<job_sql::NewRow>,
+        reply: Reply<Vec<job_sql::InsertOutcome>>,
+    },
+    BatchInsert {
+        id: String,
+        rows: Vec<job_sql::NewRow>,
+        on_complete: Option<String>,
+        reply: Reply<Vec<job_sql::InsertOutcome>>,
+    },
+    JobClaim {
+        params: JobClaimParams,
+        reply: Reply<Vec<ClaimedJob>>,
+    },
+    JobHeartbeat {
+        beats: Vec<JobHeartbeat>,
+        reply: Reply<Vec<StoreResult<HeartbeatReply>>>,
+    },
+    JobProgress {
+        id: JobId,
+        lease_token: LeaseToken,
+        progress: Progress,
+        reply: Reply<()>,
+    },
+    JobLogAppend {
+        params: JobLogAppend,
+        reply: Reply<()>,
+    },
+    JobEventEmit {
+        params: JobEventEmit,
+        reply: Reply<()>,
+    },
+    JobFinish {
+        items: Vec<JobFinish>,
+        reply: Reply<Vec<StoreResult<Finished>>>,
+    },
+    JobCancel {
+        id: JobId,
+        reply: Reply<CancelOutcome>,
+    },
+    JobRetry {
+        id: JobId,
+        reply: Reply<Job>,
+    },
+    JobRescue {
+        reply: Reply<RescueReport>,
+    },
+    JobPromote {
+        reply: Reply<u64>,
+    },
+    JobRetentionSweep {
+        limit: u32,
+        reply: Reply<u64>,
+    },
+    JobExpire {
+        reply: Reply<u64>,
+    },
+    QueueConfigSet {
+        name: String,
+        config: QueueConfig,
+        reply: Reply<QueueInfo>,
+    },
+    QueuePauseSet {
+        name: String,
+        paused: bool,
+        reply: Reply<QueueInfo>,
+    },
+    Pragmas {
+        reply: Reply<SqlitePragmas>,
+    },
 }
 
 /// What a command sees while it runs: the connection, the time, and the
@@ -415,6 +469,9 @@ impl Command {
     fn into_pending(self) -> Box<dyn Pending> {
         match self {
             Command::JobInsert { rows, reply } => call(reply, move |c| job_sql::insert(c, &rows)),
+            Command::BatchInsert { id, rows, on_complete, reply } => {
+                call(reply, move |c| crate::flow::batch_insert(c, &id, &rows, on_complete.as_deref()))
+            }
             Command::JobClaim { params, reply } => fast_call(reply, move |c| claim::claim(c, &params)),
             Command::JobHeartbeat { beats, reply } => fast_call(reply, move |c| job_sql::heartbeat(c, &beats)),
             Command::JobProgress { id, lease_token, progress, reply } => {

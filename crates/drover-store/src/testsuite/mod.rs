@@ -144,6 +144,20 @@ macro_rules! conformance_suite {
                 unique_for_window,
                 unique_key_within_bulk,
                 unique_for_ms_needs_key,
+                // flow.rs
+                flow_three_levels_finish_in_order,
+                flow_child_failure_fails_parent,
+                flow_child_failure_ignored,
+                flow_cancel_waiting_children_parent,
+                flow_child_added_to_waiting_parent,
+                flow_children_results,
+                flow_running_parent_waits_for_its_children,
+                flow_running_parent_fails_after_child_failed,
+                // batch.rs
+                batch_of_1000_counts_every_step,
+                batch_on_complete_once,
+                batch_counts_survive_retention,
+                batch_edge_cases,
                 // signal.rs
                 ready_signal_wakes_on_insert,
                 ready_signal_wakes_on_requeue,
