@@ -5,7 +5,9 @@
 -- id (`jobs.id` is unique) instead of counting siblings. `on_failure` is the
 -- child's policy (NULL = fail_parent, 'ignore'); `failed_child` records a
 -- child that failed under `fail_parent` while the parent's handler was
--- running, so that the parent fails when the handler returns.
+-- running, so that the parent fails when the handler returns; `fanned_out`
+-- marks a parent that enqueued children while running, so that it runs again
+-- after them even when they all finished before its handler returned.
 --
 -- Batches keep their finished counters in a table of their own: retention
 -- may remove a batch's finished jobs, and its counts must not drop with
@@ -16,6 +18,7 @@
 ALTER TABLE jobs ADD COLUMN pending_children INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN on_failure TEXT;
 ALTER TABLE jobs ADD COLUMN failed_child TEXT;
+ALTER TABLE jobs ADD COLUMN fanned_out INTEGER NOT NULL DEFAULT 0;
 
 CREATE TABLE batches (
     id             TEXT    PRIMARY KEY,

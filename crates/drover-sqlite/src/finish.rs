@@ -126,15 +126,23 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         lease,
         active_sql!(
             "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, cancel_requested, \
-             pending_children, failed_child"
+             pending_children, failed_child, fanned_out"
         ),
-        |r| Ok((Ending::from_row(r)?, r.get::<_, bool>(7)?, r.get::<_, i64>(8)?, r.get::<_, Option<String>>(9)?)),
+        |r| {
+            Ok((
+                Ending::from_row(r)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, bool>(10)?,
+            ))
+        },
     )?;
-    let Some((ending, cancelled, pending_children, failed_child)) = row else {
+    let Some((ending, cancelled, pending_children, failed_child, fanned_out)) = row else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
-    if !cancelled && (pending_children > 0 || failed_child.is_some()) {
-        return complete_parent(ctx, id, ending, value, result, failed_child).map(Ok);
+    if !cancelled && (pending_children > 0 || failed_child.is_some() || fanned_out) {
+        return complete_parent(ctx, id, ending, value, result, failed_child, pending_children).map(Ok);
     }
     let (state, outcome, kind) = if cancelled {
         (JobState::Cancelled, AttemptOutcome::Cancelled, EventKind::Cancelled)
@@ -164,11 +172,11 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
     Ok(Ok(Finished { state, run_at: None }))
 }
 
-/// The handler of a parent returned successfully while children it
-/// enqueued are unfinished, or after one failed under `fail_parent`: the
-/// attempt is recorded as completed, its result kept, and the job waits for
-/// its children (`waiting-children`, to run again when they finish) or
-/// fails with `child_failed`.
+/// The handler of a parent returned successfully after enqueuing
+/// children, or after one failed under `fail_parent`: the attempt is
+/// recorded as completed, its result kept, and the job fails with
+/// `child_failed`, or waits for its children (`waiting-children`), or, when
+/// they all finished while it ran, is `waiting` to run again at once.
 fn complete_parent(
     ctx: &mut Ctx<'_>,
     id: &JobId,
@@ -176,21 +184,32 @@ fn complete_parent(
     value: &Value,
     result: String,
     failed_child: Option<String>,
+    pending_children: i64,
 ) -> StoreResult<Finished> {
     let now = ctx.now();
     let error = failed_child.map(|child| crate::flow::child_failed_error(&child, JobState::Failed));
-    let state = if error.is_some() { JobState::Failed } else { JobState::WaitingChildren };
+    let state = match (&error, pending_children) {
+        (Some(_), _) => JobState::Failed,
+        (None, 0) => JobState::Waiting,
+        (None, _) => JobState::WaitingChildren,
+    };
     let error_json = error.as_ref().map(to_json);
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, result = ?2, error = coalesce(?3, error), finished_at = ?4, \
-             lease_token = NULL, lease_expires_at = NULL WHERE seq = ?5",
+             lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?5",
         )
         .db()?
         .execute(params![state.as_str(), result, error_json, state.is_finished().then_some(now.0), ending.seq])
         .db()?;
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, AttemptOutcome::Completed, None)?;
+    if state == JobState::Waiting {
+        ctx.ready = true;
+        ctx.event(|| {
+            PendingEvent::job(EventKind::Waiting, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null)
+        });
+    }
     if let Some(error) = error {
         ctx.event(|| {
             PendingEvent::job(

@@ -195,10 +195,16 @@ pub(crate) fn attach_child(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<()
     }
     let moves = matches!(state, JobState::Waiting | JobState::Delayed);
     let new_state = if moves { JobState::WaitingChildren } else { state };
+    // A running parent fanned out: it runs again after its children, even
+    // if they all finish before its handler returns.
+    let fanned_out = state == JobState::Active;
     ctx.conn
-        .prepare_cached("UPDATE jobs SET pending_children = pending_children + 1, state = ?1 WHERE seq = ?2")
+        .prepare_cached(
+            "UPDATE jobs SET pending_children = pending_children + 1, state = ?1, \
+             fanned_out = max(fanned_out, ?3) WHERE seq = ?2",
+        )
         .db()?
-        .execute(params![new_state.as_str(), seq])
+        .execute(params![new_state.as_str(), seq, fanned_out])
         .db()?;
     if moves {
         ctx.counts.moved(&queue, state, JobState::WaitingChildren);

@@ -23,7 +23,7 @@ async fn pragmas_read_back() {
     assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
-    assert_eq!(p.user_version, 6);
+    assert_eq!(p.user_version, 7);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
@@ -55,7 +55,7 @@ async fn reopen_keeps_data_and_does_not_rerun_migrations() {
 
     // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 6);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
     let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
     assert_eq!(job.payload, json!({"k": 1}));
     // Dropping (not closing) must also stop the writer and release the file.
@@ -317,16 +317,18 @@ async fn migration_0002_counts_existing_jobs() {
     store.job_insert_many(vec![JobSpec::new("r", "n").delay_ms(60_000)]).await.unwrap();
     store.close().await;
     {
-        // Back to what version 1 left: no table, the old index, nothing of 0003 to 0006.
+        // Back to what version 1 left: no table, the old index, nothing of 0003 to 0006 nor of 0009.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE queue_counts; DROP INDEX jobs_finished; DROP INDEX jobs_expiring; DROP INDEX jobs_unique; ALTER TABLE jobs DROP COLUMN expires_at; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
+            "DROP TABLE queue_counts; DROP INDEX jobs_finished; DROP INDEX jobs_expiring; DROP INDEX jobs_unique; ALTER TABLE jobs DROP COLUMN expires_at; \
+             DROP TABLE batches; ALTER TABLE jobs DROP COLUMN pending_children; ALTER TABLE jobs DROP COLUMN on_failure; \
+             ALTER TABLE jobs DROP COLUMN failed_child; ALTER TABLE jobs DROP COLUMN fanned_out; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
              PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 6);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 7);
     let q = store.queue_get("q").await.unwrap();
     assert_eq!((q.counts.waiting, q.counts.total()), (7, 7));
     assert_eq!(store.queue_get("r").await.unwrap().counts.delayed, 1);

@@ -153,6 +153,7 @@ macro_rules! conformance_suite {
                 flow_children_results,
                 flow_running_parent_waits_for_its_children,
                 flow_running_parent_fails_after_child_failed,
+                flow_running_parent_runs_again_when_children_finished_first,
                 // batch.rs
                 batch_of_1000_counts_every_step,
                 batch_on_complete_once,

@@ -224,3 +224,18 @@ pub async fn flow_running_parent_fails_after_child_failed(make: Factory) {
     let read = get(&t, &jid("p")).await;
     assert_eq!(read.error.unwrap().details["child_id"], json!("c"));
 }
+
+/// A running job whose children all finish before its handler returns
+/// still runs again: on completion it goes straight to `waiting`.
+pub async fn flow_running_parent_runs_again_when_children_finished_first(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("search").id(jid("p"))).await;
+    let first = claim_one(&t, "q").await;
+    insert_one(&t, JobSpec::new("fetch", "fetch").parent_id(jid("p"))).await;
+    let child = claim_one(&t, "fetch").await;
+    finish_ok(&t, &child, json!("page")).await;
+    assert_state(&t, &jid("p"), JobState::Active).await;
+    assert_eq!(finish_ok(&t, &first, json!("fanned out")).await.state, JobState::Waiting);
+    let second = claim_one(&t, "q").await;
+    assert_eq!(finish_ok(&t, &second, json!("final")).await.state, JobState::Completed);
+}
