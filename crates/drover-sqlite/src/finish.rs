@@ -187,7 +187,7 @@ fn complete_parent(
     pending_children: i64,
 ) -> StoreResult<Finished> {
     let now = ctx.now();
-    let error = failed_child.map(|child| crate::flow::child_failed_error(&child, JobState::Failed));
+    let error = failed_child.map(|child| crate::flow::child_failed_error(&child, None));
     let state = match (&error, pending_children) {
         (Some(_), _) => JobState::Failed,
         (None, 0) => JobState::Waiting,

@@ -129,7 +129,7 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
             Ok(())
         }
         JobState::Waiting | JobState::Delayed | JobState::WaitingChildren => {
-            let error = child_failed_error(child.id, child.state);
+            let error = child_failed_error(child.id, Some(child.state));
             let error_json = to_json(&error);
             ctx.conn
                 .prepare_cached("UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2 WHERE seq = ?3")
@@ -166,9 +166,12 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
 }
 
 /// The error a parent fails with because of `child_id`.
-pub(crate) fn child_failed_error(child_id: &str, child_state: JobState) -> JobError {
+/// `child_state` is `None` when it is no longer known (the parent was
+/// running and learns of it when its handler returns).
+pub(crate) fn child_failed_error(child_id: &str, child_state: Option<JobState>) -> JobError {
+    let how = child_state.map_or_else(|| "failed or was cancelled".to_owned(), |s| format!("ended {s}"));
     JobError {
-        message: format!("child job {child_id} ended {child_state}"),
+        message: format!("child job {child_id} {how}"),
         code: Some(CHILD_FAILED.to_owned()),
         details: json!({ "child_id": child_id }),
     }
