@@ -239,3 +239,48 @@ pub async fn flow_running_parent_runs_again_when_children_finished_first(make: F
     let second = claim_one(&t, "q").await;
     assert_eq!(finish_ok(&t, &second, json!("final")).await.state, JobState::Completed);
 }
+
+/// Every path that ends a job tells its parent and its batch, not only
+/// finishes: a child that expires, one that stalls past `max_stalls`, and
+/// a cancel-requested one handed back by its worker each fail their
+/// parent and count as finished in their batch.
+pub async fn flow_every_ending_path_reaches_parent_and_batch(make: Factory) {
+    let t = fresh(make).await;
+    for p in ["p-expire", "p-stall", "p-release"] {
+        insert_one(&t, spec("parent").id(jid(p))).await;
+    }
+    let soon = t.clock_now().plus_ms(1_000);
+    let jobs = vec![
+        JobSpec::new("kids", "c").id(jid("c-expire")).parent_id(jid("p-expire")).expires_at(soon).delay_ms(5_000),
+        JobSpec::new("kids", "c").id(jid("c-stall")).parent_id(jid("p-stall")).max_stalls(0),
+        JobSpec::new("kids", "c").id(jid("c-release")).parent_id(jid("p-release")),
+    ];
+    let batch = t.store.batch_insert(drover_core::BatchSpec { jobs, on_complete: None }).await.unwrap();
+
+    advance_ms(&t, 2_000);
+    assert_eq!(t.store.job_expire_due().await.unwrap(), 1);
+    assert_state(&t, &jid("p-expire"), JobState::Failed).await;
+
+    let claimed = claim_as(&t, &["kids"], 2, "doomed", 1_000).await;
+    assert_eq!(claimed.len(), 2);
+    let release = claimed.iter().find(|c| c.job.id == jid("c-release")).unwrap();
+    t.store.job_cancel(&release.job.id).await.unwrap();
+    let item = crate::JobFinish {
+        id: release.job.id.clone(),
+        lease_token: release.lease_token,
+        outcome: crate::FinishOutcome::Release,
+    };
+    let released = t.store.job_finish_many(vec![item]).await.unwrap().pop().unwrap().unwrap();
+    assert_eq!(released.state, JobState::Cancelled);
+    assert_state(&t, &jid("p-release"), JobState::Failed).await;
+
+    advance_ms(&t, 1_001);
+    let report = t.store.job_rescue_expired().await.unwrap();
+    assert_eq!(report.failed, [jid("c-stall")]);
+    assert_state(&t, &jid("p-stall"), JobState::Failed).await;
+
+    let b = t.store.batch_get(&batch.id).await.unwrap().unwrap();
+    assert_eq!((b.total, b.failed, b.cancelled, b.state), (3, 2, 1, crate::BatchState::Completed));
+    let c = counts(&t, "q").await;
+    assert_eq!((c.failed, c.waiting, c.waiting_children), (3, 0, 0));
+}
