@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// The most jobs one flow or one batch may hold.
 pub const MAX_FLOW_JOBS: usize = 10_000;
+/// The deepest a flow given whole may nest (the root is level 1); deeper
+/// trees are built by adding children with `parent_id`.
+pub const MAX_FLOW_DEPTH: usize = 64;
 
 /// What a child's failure (or cancel) does to its parent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,11 +65,11 @@ impl FlowSpec {
     /// generated where missing and every child's `parent_id` set, and for
     /// each job the number of its direct children.
     ///
-    /// Errors: a child that names another parent, or more than
-    /// [`MAX_FLOW_JOBS`] jobs.
+    /// Errors: a child that names another parent, more than
+    /// [`MAX_FLOW_JOBS`] jobs, or more than [`MAX_FLOW_DEPTH`] levels.
     pub fn flatten(self) -> Result<Vec<(JobSpec, usize)>, SpecError> {
         let mut out = Vec::new();
-        flatten_into(self, None, &mut out)?;
+        flatten_into(self, None, 1, &mut out)?;
         Ok(out)
     }
 }
@@ -77,7 +80,15 @@ impl From<JobSpec> for FlowSpec {
     }
 }
 
-fn flatten_into(flow: FlowSpec, parent: Option<&JobId>, out: &mut Vec<(JobSpec, usize)>) -> Result<(), SpecError> {
+fn flatten_into(
+    flow: FlowSpec,
+    parent: Option<&JobId>,
+    depth: usize,
+    out: &mut Vec<(JobSpec, usize)>,
+) -> Result<(), SpecError> {
+    if depth > MAX_FLOW_DEPTH {
+        return Err(SpecError { field: "children", message: format!("a flow nests at most {MAX_FLOW_DEPTH} levels") });
+    }
     let FlowSpec { mut job, children } = flow;
     if let Some(parent) = parent {
         if job.parent_id.as_ref().is_some_and(|p| p != parent) {
@@ -95,7 +106,7 @@ fn flatten_into(flow: FlowSpec, parent: Option<&JobId>, out: &mut Vec<(JobSpec, 
         return Err(SpecError { field: "children", message: format!("a flow holds at most {MAX_FLOW_JOBS} jobs") });
     }
     for child in children {
-        flatten_into(child, Some(&id), out)?;
+        flatten_into(child, Some(&id), depth + 1, out)?;
     }
     Ok(())
 }
@@ -127,6 +138,15 @@ mod tests {
         assert_eq!(flat[2].0.parent_id, flat[1].0.id);
         assert_eq!(flat[3].0.parent_id, flat[0].0.id);
         assert_eq!(flat[0].0.parent_id, None);
+    }
+
+    #[test]
+    fn flatten_refuses_too_deep_a_tree() {
+        let mut flow = FlowSpec::new(JobSpec::new("q", "leaf"));
+        for _ in 0..MAX_FLOW_DEPTH {
+            flow = FlowSpec::new(JobSpec::new("q", "n")).child(flow);
+        }
+        assert_eq!(flow.flatten().unwrap_err().field, "children");
     }
 
     #[test]

@@ -42,11 +42,30 @@ pub(crate) fn ended(ctx: &mut Ctx<'_>, job: EndedJob<'_>) -> StoreResult<()> {
 
 #[inline(never)]
 fn ended_slow(ctx: &mut Ctx<'_>, job: EndedJob<'_>) -> StoreResult<()> {
-    if let Some(parent) = job.parent_id {
-        child_ended(ctx, &job, parent)?;
-    }
+    let mut failed = match job.parent_id {
+        Some(parent) => child_ended(ctx, &job, parent)?,
+        None => None,
+    };
     if let Some(batch) = job.batch_id {
         batch_job_ended(ctx, batch, job.state)?;
+    }
+    // A failure climbs the tree one parent at a time, in a loop rather than
+    // by recursion: the depth of a tree built with `parent_id` is unbounded,
+    // the writer thread's stack is not.
+    while let Some(parent) = failed.take() {
+        let job = EndedJob {
+            seq: parent.seq,
+            id: &parent.id,
+            parent_id: parent.parent_id.as_deref(),
+            batch_id: parent.batch_id.as_deref(),
+            state: JobState::Failed,
+        };
+        if let Some(grandparent) = job.parent_id {
+            failed = child_ended(ctx, &job, grandparent)?;
+        }
+        if let Some(batch) = job.batch_id {
+            batch_job_ended(ctx, batch, JobState::Failed)?;
+        }
     }
     Ok(())
 }
@@ -63,7 +82,10 @@ struct Parent {
     run_at: i64,
 }
 
-fn child_ended(ctx: &mut Ctx<'_>, child: &EndedJob<'_>, parent_id: &str) -> StoreResult<()> {
+/// Counts `child` off its parent; the parent, if the child's failure
+/// failed it (it reached a final state too, and its own parent and batch
+/// must hear of it).
+fn child_ended(ctx: &mut Ctx<'_>, child: &EndedJob<'_>, parent_id: &str) -> StoreResult<Option<Parent>> {
     let now = ctx.now();
     let fails_parent = child.state != JobState::Completed && {
         let policy: Option<String> = ctx
@@ -96,7 +118,7 @@ fn child_ended(ctx: &mut Ctx<'_>, child: &EndedJob<'_>, parent_id: &str) -> Stor
         .optional()
         .db()?;
     // Gone (retention) or never stored: nobody to tell.
-    let Some(parent) = parent else { return Ok(()) };
+    let Some(parent) = parent else { return Ok(None) };
     if fails_parent {
         return fail_parent(ctx, parent, child, now);
     }
@@ -113,12 +135,13 @@ fn child_ended(ctx: &mut Ctx<'_>, child: &EndedJob<'_>, parent_id: &str) -> Stor
         let id = JobId::from_trusted(parent.id);
         ctx.event(|| PendingEvent::job(kind, &id, &parent.queue, parent.batch_id.as_deref(), now, Value::Null));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A child failed (or was cancelled) under `fail_parent`: an unfinished,
-/// not running parent fails now; a running one when its handler returns.
-fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Timestamp) -> StoreResult<()> {
+/// not running parent fails now (and is returned, see [`child_ended`]); a
+/// running one when its handler returns.
+fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Timestamp) -> StoreResult<Option<Parent>> {
     match parent.state {
         JobState::Active => {
             ctx.conn
@@ -126,7 +149,7 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
                 .db()?
                 .execute(params![child.id, parent.seq])
                 .db()?;
-            Ok(())
+            Ok(None)
         }
         JobState::Waiting | JobState::Delayed | JobState::WaitingChildren => {
             let error = child_failed_error(child.id, Some(child.state));
@@ -148,20 +171,10 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
                     json!({ "error": error }),
                 )
             });
-            // The parent reached a final state too: its own parent and batch hear of it.
-            ended(
-                ctx,
-                EndedJob {
-                    seq: parent.seq,
-                    id: &parent.id,
-                    parent_id: parent.parent_id.as_deref(),
-                    batch_id: parent.batch_id.as_deref(),
-                    state: JobState::Failed,
-                },
-            )
+            Ok(Some(parent))
         }
         // Already finished: a late child changes nothing.
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 

@@ -284,3 +284,20 @@ pub async fn flow_every_ending_path_reaches_parent_and_batch(make: Factory) {
     let c = counts(&t, "q").await;
     assert_eq!((c.failed, c.waiting, c.waiting_children), (3, 0, 0));
 }
+
+/// A failure climbs the tree: a leaf failing for good fails its parent,
+/// which fails the grandparent, each with `child_failed` naming its child.
+pub async fn flow_failure_climbs_the_tree(make: Factory) {
+    let t = fresh(make).await;
+    let flow = FlowSpec::new(spec("root").id(jid("root")))
+        .child(FlowSpec::new(spec("mid").id(jid("mid"))).child(spec("leaf").id(jid("leaf")).attempts(1)));
+    insert_flow(&t, flow).await;
+    let leaf = claim_one(&t, "q").await;
+    finish_fail(&t, &leaf, FailureReport::fatal(JobError::new("gone"))).await;
+    for (parent, child) in [("mid", "leaf"), ("root", "mid")] {
+        let read = get(&t, &jid(parent)).await;
+        assert_eq!(read.state, JobState::Failed, "{parent}");
+        assert_eq!(read.error.unwrap().details["child_id"], json!(child));
+    }
+    assert_eq!(counts(&t, "q").await.failed, 3);
+}
