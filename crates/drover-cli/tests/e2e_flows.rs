@@ -52,6 +52,7 @@ async fn a_two_level_flow_runs_its_parent_after_its_children() {
     assert_eq!(items.len(), 3);
     assert_eq!((&items[0]["id"], &items[0]["state"]), (&json!("report-1"), &json!("waiting-children")));
     assert_eq!(items[1]["parent_id"], "report-1");
+    assert_eq!((&items[1]["on_failure"], &items[2]["on_failure"]), (&json!("fail_parent"), &json!("ignore")));
 
     // Only the children are handed out.
     let first = fetch(&server, "flow", 10, 0, 30_000).await;

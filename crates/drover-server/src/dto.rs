@@ -78,6 +78,9 @@ pub struct JobView {
     pub worker_id: Option<String>,
     /// Dropped (`failed`, code `expired`) if not started by then.
     pub expires_at: Option<String>,
+    /// What this job's failure does to its parent: `fail_parent` or `ignore`.
+    #[schema(value_type = String)]
+    pub on_failure: &'static str,
     /// Every attempt, on single-job reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
@@ -124,6 +127,7 @@ impl JobView {
             finished_at: job.finished_at.map(rfc3339),
             worker_id: job.worker_id,
             expires_at: job.expires_at.map(rfc3339),
+            on_failure: job.on_failure.as_str(),
             attempts: with_attempts.then(|| job.attempts.into_iter().map(AttemptView::from).collect()),
             duplicate: None,
         }

@@ -111,6 +111,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             lease_expires_at: None,
             cancel_requested: false,
             expires_at: spec.expires_at,
+            on_failure: spec.on_failure,
             attempts: Vec::new(),
         });
     }

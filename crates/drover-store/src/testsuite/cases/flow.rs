@@ -109,6 +109,7 @@ pub async fn flow_child_failure_ignored(make: Factory) {
     let children = t.store.job_children(&jid("p")).await.unwrap();
     let states: Vec<_> = children.iter().map(|c| (c.id.as_str().to_owned(), c.state)).collect();
     assert_eq!(states, [("a".to_owned(), JobState::Failed), ("b".to_owned(), JobState::Completed)]);
+    assert_eq!((children[0].on_failure, children[1].on_failure), (ChildFailure::Ignore, ChildFailure::FailParent));
     let parent = claim_one(&t, "q").await;
     assert_eq!(parent.job.id, jid("p"));
 }
