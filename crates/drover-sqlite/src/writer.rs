@@ -32,78 +32,28 @@ use tokio::sync::oneshot;
 /// Where a command's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
+/// The answer to an insert: one outcome per row.
+type InsertReply = Reply<Vec<job_sql::InsertOutcome>>;
+
 /// Every mutation the store knows, with its reply channel.
 pub(crate) enum Command {
-    JobInsert {
-        rows: Vec<job_sql::NewRow>,
-        reply: Reply<Vec<job_sql::InsertOutcome>>,
-    },
-    BatchInsert {
-        id: String,
-        rows: Vec<job_sql::NewRow>,
-        on_complete: Option<String>,
-        reply: Reply<Vec<job_sql::InsertOutcome>>,
-    },
-    JobClaim {
-        params: JobClaimParams,
-        reply: Reply<Vec<ClaimedJob>>,
-    },
-    JobHeartbeat {
-        beats: Vec<JobHeartbeat>,
-        reply: Reply<Vec<StoreResult<HeartbeatReply>>>,
-    },
-    JobProgress {
-        id: JobId,
-        lease_token: LeaseToken,
-        progress: Progress,
-        reply: Reply<()>,
-    },
-    JobLogAppend {
-        params: JobLogAppend,
-        reply: Reply<()>,
-    },
-    JobEventEmit {
-        params: JobEventEmit,
-        reply: Reply<()>,
-    },
-    JobFinish {
-        items: Vec<JobFinish>,
-        reply: Reply<Vec<StoreResult<Finished>>>,
-    },
-    JobCancel {
-        id: JobId,
-        reply: Reply<CancelOutcome>,
-    },
-    JobRetry {
-        id: JobId,
-        reply: Reply<Job>,
-    },
-    JobRescue {
-        reply: Reply<RescueReport>,
-    },
-    JobPromote {
-        reply: Reply<u64>,
-    },
-    JobRetentionSweep {
-        limit: u32,
-        reply: Reply<u64>,
-    },
-    JobExpire {
-        reply: Reply<u64>,
-    },
-    QueueConfigSet {
-        name: String,
-        config: QueueConfig,
-        reply: Reply<QueueInfo>,
-    },
-    QueuePauseSet {
-        name: String,
-        paused: bool,
-        reply: Reply<QueueInfo>,
-    },
-    Pragmas {
-        reply: Reply<SqlitePragmas>,
-    },
+    JobInsert { rows: Vec<job_sql::NewRow>, reply: Reply<Vec<job_sql::InsertOutcome>> },
+    BatchInsert { id: String, rows: Vec<job_sql::NewRow>, on_complete: Option<String>, reply: InsertReply },
+    JobClaim { params: JobClaimParams, reply: Reply<Vec<ClaimedJob>> },
+    JobHeartbeat { beats: Vec<JobHeartbeat>, reply: Reply<Vec<StoreResult<HeartbeatReply>>> },
+    JobProgress { id: JobId, lease_token: LeaseToken, progress: Progress, reply: Reply<()> },
+    JobLogAppend { params: JobLogAppend, reply: Reply<()> },
+    JobEventEmit { params: JobEventEmit, reply: Reply<()> },
+    JobFinish { items: Vec<JobFinish>, reply: Reply<Vec<StoreResult<Finished>>> },
+    JobCancel { id: JobId, reply: Reply<CancelOutcome> },
+    JobRetry { id: JobId, reply: Reply<Job> },
+    JobRescue { reply: Reply<RescueReport> },
+    JobPromote { reply: Reply<u64> },
+    JobRetentionSweep { limit: u32, reply: Reply<u64> },
+    JobExpire { reply: Reply<u64> },
+    QueueConfigSet { name: String, config: QueueConfig, reply: Reply<QueueInfo> },
+    QueuePauseSet { name: String, paused: bool, reply: Reply<QueueInfo> },
+    Pragmas { reply: Reply<SqlitePragmas> },
 }
 
 /// What a command sees while it runs: the connection, the time, and the
