@@ -163,6 +163,11 @@ async fn bad_flow_and_batch_inputs_answer_4xx() {
     )
     .await;
     assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(body["error"]["details"]["field"], "jobs[0].parent_id", "{body}");
+    let bulk = json!({ "jobs": [{ "queue": "q", "name": "n" }, { "queue": "q", "name": "n", "parent_id": "ghost" }] });
+    let (status, body) = post(&server, "/api/jobs/bulk", bulk).await;
+    assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(body["error"]["details"]["field"], "jobs[1].parent_id", "{body}");
 
     // A finished parent takes no children: 409.
     let (_, _) = post(&server, "/api/jobs", json!({ "id": "gone", "queue": "done", "name": "n" })).await;

@@ -148,7 +148,11 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
              ON CONFLICT (id) DO NOTHING",
         )
         .db()?;
-    for row in rows {
+    // Errors about a row's parent or batch name the row as the bulk and
+    // batch bodies do (`jobs[3].parent_id`); a flow's only outside parent
+    // is its root's, named plainly.
+    let name_rows = rows.len() > 1 && rows.iter().all(|r| r.children == 0);
+    for (i, row) in rows.iter().enumerate() {
         let run_at = match (row.run_at, row.delay_ms) {
             (Some(at), _) => at,
             (None, Some(delay)) => now.plus_ms(delay as i64),
@@ -199,11 +203,17 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
         }
         // Flows and batches: the parent learns of its child, the batch of
         // its job (one branch each for the jobs that have neither).
+        let name_row = |e: StoreError| match e {
+            StoreError::Invalid { field, message } if name_rows => {
+                StoreError::Invalid { field: format!("jobs[{i}].{field}"), message }
+            }
+            other => other,
+        };
         if let Some(parent) = &row.parent_id {
-            crate::flow::attach_child(ctx, parent)?;
+            crate::flow::attach_child(ctx, parent).map_err(name_row)?;
         }
         if let Some(batch) = &row.batch_id {
-            crate::flow::batch_add(ctx, batch)?;
+            crate::flow::batch_add(ctx, batch).map_err(name_row)?;
         }
         // A job created `waiting-children` announces itself when released.
         if ctx.wants_events() && state != JobState::WaitingChildren {
