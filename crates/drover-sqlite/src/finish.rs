@@ -241,7 +241,7 @@ fn fail(
         lease,
         active_sql!(
             "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, attempts_made, max_attempts, \
-             backoff, cancel_requested"
+             backoff, cancel_requested, pending_children"
         ),
         |r| {
             Ok((
@@ -250,14 +250,15 @@ fn fail(
                 r.get::<_, u32>(8)?,
                 crate::rows::json::<Backoff>(r, 9)?,
                 r.get::<_, bool>(10)?,
+                r.get::<_, i64>(11)? > 0,
             ))
         },
     )?;
-    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested)) = row else {
+    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, has_pending)) = row else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
     let Some(report) = report else {
-        return release(ctx, id, ending, attempts_made, cancel_requested).map(Ok);
+        return release(ctx, id, ending, attempts_made, cancel_requested, has_pending).map(Ok);
     };
     let decision = decide_failure(report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
     // (state, attempts_made, run_at, outcome, event)
@@ -277,12 +278,17 @@ fn fail(
         ),
         FailureDecision::Dead => (JobState::Failed, attempts_made, None, AttemptOutcome::Failed, EventKind::Failed),
     };
+    // A parent whose children it enqueued are still running retries after
+    // them (released at its `run_at`), not beside them; see ADR 0007.
+    let state = if state == JobState::Delayed && has_pending { JobState::WaitingChildren } else { state };
     let finished_at = state.is_finished().then_some(now.0);
     let error = to_json(&report.error);
+    // `fanned_out` belongs to the run that ends here: the next run decides
+    // afresh whether it fans out.
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, attempts_made = ?2, run_at = coalesce(?3, run_at), error = ?4, \
-             finished_at = ?5, lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+             finished_at = ?5, lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
         )
         .db()?
         .execute(params![state.as_str(), attempts, run_at.map(|t| t.0), error, finished_at, ending.seq])
@@ -314,17 +320,21 @@ fn release(
     ending: Ending,
     attempts_made: u32,
     cancel_requested: bool,
+    has_pending: bool,
 ) -> StoreResult<Finished> {
     let now = ctx.now();
     let (state, attempts, outcome, kind) = if cancel_requested {
         (JobState::Cancelled, attempts_made, AttemptOutcome::Cancelled, EventKind::Cancelled)
+    } else if has_pending {
+        // Handed back while its children run: it waits for them first.
+        (JobState::WaitingChildren, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
     } else {
         (JobState::Waiting, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
     };
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, attempts_made = ?2, finished_at = ?3, lease_token = NULL, \
-             lease_expires_at = NULL WHERE seq = ?4",
+             lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?4",
         )
         .db()?
         .execute(params![state.as_str(), attempts, state.is_finished().then_some(now.0), ending.seq])
@@ -332,7 +342,9 @@ fn release(
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.ready |= state == JobState::Waiting;
-    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    if state != JobState::WaitingChildren {
+        ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    }
     if state.is_finished() {
         crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
     }
@@ -368,21 +380,31 @@ fn append_attempt(
 /// [`drover_store::Store::job_rescue_expired`].
 pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
     let now = ctx.now();
-    let expired: Vec<(Ending, String, u32, u32, bool, i64)> = ctx
+    let expired: Vec<(Ending, String, u32, u32, bool, i64, bool)> = ctx
         .conn
         .prepare_cached(
             "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, id, stalls, max_stalls, \
-             cancel_requested, lease_token FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
-             ORDER BY lease_expires_at",
+             cancel_requested, lease_token, pending_children FROM jobs WHERE state = 'active' \
+             AND lease_expires_at <= ?1 ORDER BY lease_expires_at",
         )
         .db()?
-        .query_map([now.0], |r| Ok((Ending::from_row(r)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?)))
+        .query_map([now.0], |r| {
+            Ok((
+                Ending::from_row(r)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get::<_, i64>(12)? > 0,
+            ))
+        })
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
 
     let mut report = RescueReport::default();
-    for (ending, id, stalls, max_stalls, cancel_requested, lease) in expired {
+    for (ending, id, stalls, max_stalls, cancel_requested, lease, has_pending) in expired {
         // The lease ends here; its row hint would only take up room.
         ctx.leases.take(lease);
         let id = JobId::from_trusted(id);
@@ -391,6 +413,8 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         let error_json = to_json(&stall_error);
         let decision = decide_stall(stalls, max_stalls, cancel_requested);
         let (state, hand_back, kind) = match decision {
+            // A parent whose children still run waits for them first.
+            StallDecision::Requeue if has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
             StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
             StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
             StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
@@ -400,7 +424,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             .prepare_cached(
                 "UPDATE jobs SET state = ?1, stalls = ?2, attempts_made = attempts_made - ?3, \
                  error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE error END, finished_at = ?5, \
-                 lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+                 lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
             )
             .db()?
             .execute(params![state.as_str(), stalls, hand_back, error_json, finished_at, ending.seq])
@@ -412,13 +436,15 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             PendingEvent::job(EventKind::Stalled, &id, &ending.queue, batch, now, json!({ "stalls": stalls }))
         });
         let data = if decision == StallDecision::Dead { json!({ "error": stall_error }) } else { Value::Null };
-        ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        if state != JobState::WaitingChildren {
+            ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        }
         if state.is_finished() {
             crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
         }
         match decision {
             StallDecision::Requeue => {
-                ctx.ready = true;
+                ctx.ready |= state == JobState::Waiting;
                 report.requeued.push(id);
             }
             StallDecision::Dead => report.failed.push(id),

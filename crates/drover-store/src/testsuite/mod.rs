@@ -156,6 +156,7 @@ macro_rules! conformance_suite {
                 flow_running_parent_runs_again_when_children_finished_first,
                 flow_every_ending_path_reaches_parent_and_batch,
                 flow_failure_climbs_the_tree,
+                flow_retrying_parent_waits_for_its_children,
                 // batch.rs
                 batch_of_1000_counts_every_step,
                 batch_on_complete_once,

@@ -302,3 +302,22 @@ pub async fn flow_failure_climbs_the_tree(make: Factory) {
     }
     assert_eq!(counts(&t, "q").await.failed, 3);
 }
+
+/// A parent that fails with a retry left while children it enqueued still
+/// run does not run beside them: it waits in `waiting-children` and is
+/// released when they finish (as `delayed` until its retry time).
+pub async fn flow_retrying_parent_waits_for_its_children(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("search").id(jid("p")).backoff(drover_core::Backoff::fixed(1_000))).await;
+    let first = claim_one(&t, "q").await;
+    insert_one(&t, JobSpec::new("fetch", "fetch").parent_id(jid("p"))).await;
+    let failed = finish_fail(&t, &first, boom("upstream hiccup")).await;
+    assert_eq!(failed.state, JobState::WaitingChildren);
+    advance_ms(&t, 2_000);
+    claim_none(&t, "q").await;
+    let child = claim_one(&t, "fetch").await;
+    finish_ok(&t, &child, json!("page")).await;
+    assert_state(&t, &jid("p"), JobState::Waiting).await;
+    let second = claim_one(&t, "q").await;
+    assert_eq!(finish_ok(&t, &second, json!("final")).await.state, JobState::Completed, "ran once more, not twice");
+}
