@@ -443,3 +443,48 @@ async fn queue_commands_see_counts_of_their_own_batch() {
     let (kept, counted) = counts_kept_and_counted(&path);
     assert_eq!(kept, counted);
 }
+
+/// Flows and batches move jobs through `waiting-children` and fail parents
+/// from the flow hook; the per-queue counts must still equal a `GROUP BY`,
+/// including after a refused insert (unknown parent) rolled back alone.
+#[tokio::test]
+async fn queue_counts_match_a_group_by_after_flows_and_batches() {
+    use drover_core::{BatchSpec, ChildFailure, FailureReport, FlowSpec, JobError};
+    use drover_store::{FinishOutcome, JobClaimParams, JobFinish};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    let id = |s: &str| JobId::parse(s).unwrap();
+    let flow = FlowSpec::new(JobSpec::new("p", "root").id(id("root")))
+        .child(FlowSpec::new(JobSpec::new("p", "mid").id(id("mid"))).child(JobSpec::new("c", "leaf").attempts(1)))
+        .child(JobSpec::new("c", "leaf").on_failure(ChildFailure::Ignore).attempts(1))
+        .child(JobSpec::new("c", "leaf"));
+    store.flow_insert(flow).await.unwrap();
+    store.job_insert_many(vec![JobSpec::new("p", "solo").id(id("solo"))]).await.unwrap();
+    store.job_insert_many(vec![JobSpec::new("c", "kid").parent_id(id("solo"))]).await.unwrap();
+    assert!(store.job_insert_many(vec![JobSpec::new("c", "x").parent_id(id("ghost"))]).await.is_err());
+    let jobs = (0..6).map(|_| JobSpec::new("c", "item").attempts(1)).collect();
+    let batch = store.batch_insert(BatchSpec { jobs, on_complete: Some(JobSpec::new("p", "done")) }).await.unwrap();
+
+    let claim = JobClaimParams { queues: vec!["c".into()], worker_id: "w".into(), max: 100, lease_ms: 30_000 };
+    let claimed = store.job_claim(claim).await.unwrap();
+    let finishes: Vec<JobFinish> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| JobFinish {
+            id: c.job.id.clone(),
+            lease_token: c.lease_token,
+            outcome: if i % 2 == 0 {
+                FinishOutcome::Complete(json!(i))
+            } else {
+                FinishOutcome::Fail(FailureReport::fatal(JobError::new("no")))
+            },
+        })
+        .collect();
+    store.job_finish_many(finishes).await.unwrap();
+    assert!(store.batch_get(&batch.id).await.unwrap().unwrap().completed_at.is_some());
+    store.close().await;
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
+}
