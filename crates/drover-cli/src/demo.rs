@@ -13,7 +13,8 @@
 //! demo's workload) and stop as soon as their job is cancelled.
 
 use drover::{
-    Client, HandlerError, JobContext, JobSpec, KeyLimit, LogLevel, Progress, RateLimit, Worker, WorkerHandle,
+    ChildFailure, Client, HandlerError, JobContext, JobSpec, KeyLimit, LogLevel, Progress, RateLimit, Worker,
+    WorkerHandle,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -204,8 +205,18 @@ async fn enrich_lead(ctx: JobContext) -> Result<Value, HandlerError> {
 }
 
 /// Builds a report in two halves; between them it fans out, enqueueing a few
-/// `enrich_lead` follow-ups whose `parent_id` points back at the report.
+/// `enrich_lead` children (a flow: the report waits for them in
+/// `waiting-children` and runs again once they finish, to sum them up).
 async fn build_report(ctx: JobContext) -> Result<Value, HandlerError> {
+    let children = ctx.children().await?;
+    if !children.is_empty() {
+        // The continuation: every lead has been enriched (or given up on).
+        let enriched = ctx.children_results().await?;
+        ctx.progress(100.0).await?;
+        return Ok(
+            json!({ "report": ctx.payload()["report"], "follow_ups": children.len(), "enriched": enriched.len() }),
+        );
+    }
     ctx.progress(10.0).await?;
     pace(&ctx, millis(500..=1_000)).await?;
     let leads = fastrand::u64(2..=4);
@@ -213,8 +224,9 @@ async fn build_report(ctx: JobContext) -> Result<Value, HandlerError> {
         let spec = JobSpec::new(ENRICH_QUEUE, ENRICH_JOB)
             .payload(sample_lead(fastrand::u64(10_000..=99_999) + n))
             .rate_limit_key(CRM_KEY)
-            .parent_id(ctx.id().clone());
-        ctx.enqueue(spec).await?;
+            // A lead that cannot be enriched does not sink the report.
+            .on_failure(ChildFailure::Ignore);
+        ctx.enqueue_child(spec).await?;
     }
     ctx.log(LogLevel::Info, format!("queued {leads} leads to enrich"), Value::Null).await?;
     ctx.progress(60.0).await?;

@@ -37,6 +37,9 @@ pub enum EventKind {
     /// `queue:throttled` — a queue or rate-limit key is held back: a handler
     /// reported "rate limited", or the queue's rate limit is used up.
     QueueThrottled,
+    /// `batch:completed` — every job of a batch finished; the event carries
+    /// the batch id and its counts.
+    BatchCompleted,
     /// Any other type, emitted by a handler (e.g. `lead:add`).
     Custom(String),
 }
@@ -58,13 +61,14 @@ impl EventKind {
             EventKind::QueuePaused => "queue:paused",
             EventKind::QueueResumed => "queue:resumed",
             EventKind::QueueThrottled => "queue:throttled",
+            EventKind::BatchCompleted => "batch:completed",
             EventKind::Custom(name) => name,
         }
     }
 
     /// Parses a wire name; unknown names become [`EventKind::Custom`].
     pub fn parse(name: &str) -> Self {
-        const BUILT_IN: [EventKind; 13] = [
+        const BUILT_IN: [EventKind; 14] = [
             EventKind::Waiting,
             EventKind::Delayed,
             EventKind::Active,
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::QueuePaused,
             EventKind::QueueResumed,
             EventKind::QueueThrottled,
+            EventKind::BatchCompleted,
         ];
         BUILT_IN.into_iter().find(|k| k.as_str() == name).unwrap_or_else(|| EventKind::Custom(name.to_owned()))
     }

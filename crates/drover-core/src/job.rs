@@ -67,6 +67,9 @@ pub struct Job {
     /// by then.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    /// What this job's failure or cancel does to its parent, if it has one.
+    #[serde(default)]
+    pub on_failure: crate::ChildFailure,
     /// Every attempt so far, oldest first. Filled by single-job reads only;
     /// empty in lists.
     #[serde(default)]

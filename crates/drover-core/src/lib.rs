@@ -17,6 +17,7 @@
 //! | [`limit`] | per-key limits and the sliding window of starts behind rate limits |
 //! | [`schedule`] | [`ScheduleSpec`]: cron and interval schedules, the next-tick rule |
 //! | [`event`] | lifecycle and handler-defined events |
+//! | [`flow`] | flows (a parent and its children) and batches |
 //!
 //! ```
 //! use drover_core::{Backoff, JobSpec};
@@ -32,6 +33,7 @@
 pub mod backoff;
 pub mod event;
 pub mod failure;
+pub mod flow;
 pub mod id;
 pub mod job;
 pub mod limit;
@@ -44,6 +46,7 @@ pub mod time;
 pub use backoff::{Backoff, BackoffKind};
 pub use event::{Event, EventKind};
 pub use failure::{FailureDecision, FailureReport, StallDecision, decide_failure, decide_stall};
+pub use flow::{BatchSpec, ChildFailure, FlowSpec};
 pub use id::{JobId, LeaseToken};
 pub use job::{Attempt, AttemptOutcome, Job, JobError, LogEntry, LogLevel, Progress};
 pub use limit::{KeyLimit, StartWindow};

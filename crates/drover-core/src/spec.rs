@@ -74,6 +74,10 @@ pub struct JobSpec {
     /// error code `expired` instead of running late.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    /// With `parent_id`: what this job's failure (or cancel) does to its
+    /// parent: `fail_parent` (the default) or `ignore`.
+    #[serde(default)]
+    pub on_failure: crate::ChildFailure,
 }
 
 fn default_attempts() -> u32 {
@@ -127,6 +131,7 @@ impl JobSpec {
             batch_id: None,
             tags: Map::new(),
             expires_at: None,
+            on_failure: crate::ChildFailure::FailParent,
         }
     }
 
@@ -215,6 +220,12 @@ impl JobSpec {
         self
     }
 
+    /// Sets what this child's failure does to its parent.
+    pub fn on_failure(mut self, policy: crate::ChildFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
     /// Sets the batch.
     pub fn batch_id(mut self, batch: impl Into<String>) -> Self {
         self.batch_id = Some(batch.into());
@@ -247,6 +258,9 @@ impl JobSpec {
             if window == 0 || window > i64::MAX as u64 / 2 {
                 return Err(SpecError::new("unique_for_ms", "must be positive and not absurdly large"));
             }
+        }
+        if self.parent_id.is_some() && self.parent_id == self.id {
+            return Err(SpecError::new("parent_id", "a job cannot be its own parent"));
         }
         for (field, key) in
             [("unique_key", &self.unique_key), ("rate_limit_key", &self.rate_limit_key), ("batch_id", &self.batch_id)]

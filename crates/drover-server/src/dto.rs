@@ -2,7 +2,10 @@
 //! rendered with RFC 3339 times, and request bodies parsed into engine types.
 
 use crate::error::ApiError;
-use drover_core::{Attempt, Backoff, Job, JobError, JobId, JobSpec, LogEntry, Progress, Timestamp};
+use drover_core::{
+    Attempt, Backoff, ChildFailure, FlowSpec, Job, JobError, JobId, JobSpec, LogEntry, Progress, Timestamp,
+};
+use drover_store::BatchInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -75,6 +78,9 @@ pub struct JobView {
     pub worker_id: Option<String>,
     /// Dropped (`failed`, code `expired`) if not started by then.
     pub expires_at: Option<String>,
+    /// What this job's failure does to its parent: `fail_parent` or `ignore`.
+    #[schema(value_type = String)]
+    pub on_failure: &'static str,
     /// Every attempt, on single-job reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptView>>,
@@ -121,6 +127,7 @@ impl JobView {
             finished_at: job.finished_at.map(rfc3339),
             worker_id: job.worker_id,
             expires_at: job.expires_at.map(rfc3339),
+            on_failure: job.on_failure.as_str(),
             attempts: with_attempts.then(|| job.attempts.into_iter().map(AttemptView::from).collect()),
             duplicate: None,
         }
@@ -248,6 +255,16 @@ pub struct JobSpecBody {
     /// dropped (`failed`, error code `expired`).
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// With `parent_id` (or inside a flow): what this job's failure or
+    /// cancel does to its parent, `fail_parent` (default) or `ignore`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub on_failure: Option<ChildFailure>,
+    /// `POST /api/flows` only: the jobs this one waits for, each a job spec
+    /// that may have children of its own.
+    #[serde(default)]
+    #[schema(no_recursion)]
+    pub children: Option<Vec<JobSpecBody>>,
 }
 
 impl JobSpecBody {
@@ -255,6 +272,9 @@ impl JobSpecBody {
     /// `prefix` (e.g. `jobs[3].`) inside bulk bodies.
     pub fn into_spec(self, prefix: &str) -> Result<JobSpec, ApiError> {
         let field = |name: &str| format!("{prefix}{name}");
+        if self.children.is_some() {
+            return Err(ApiError::invalid_field(field("children"), "children are created with POST /api/flows"));
+        }
         let mut spec = JobSpec::new(self.queue, self.name);
         if let Some(id) = self.id {
             spec.id = Some(JobId::parse(id).map_err(|e| ApiError::invalid_field(field("id"), e.to_string()))?);
@@ -281,8 +301,78 @@ impl JobSpecBody {
         spec.rate_limit_key = self.rate_limit_key;
         spec.batch_id = self.batch_id;
         spec.tags = self.tags;
+        spec.on_failure = self.on_failure.unwrap_or_default();
         spec.validate().map_err(|e| ApiError::invalid_field(field(e.field), e.message))?;
         Ok(spec)
+    }
+}
+
+impl JobSpecBody {
+    /// The engine flow: this job and its children, validated; errors name
+    /// the field by its path (`children[1].children[0].queue`).
+    pub fn into_flow(mut self, prefix: &str) -> Result<FlowSpec, ApiError> {
+        let children = self.children.take().unwrap_or_default();
+        let mut flow = FlowSpec::new(self.into_spec(prefix)?);
+        for (i, child) in children.into_iter().enumerate() {
+            let path = format!("{prefix}children[{i}].");
+            if child.parent_id.is_some() {
+                return Err(ApiError::invalid_field(
+                    format!("{path}parent_id"),
+                    "a child in a flow takes its parent from the tree",
+                ));
+            }
+            flow.children.push(child.into_flow(&path)?);
+        }
+        Ok(flow)
+    }
+}
+
+/// A batch as the API shows it (`GET /api/batches/{id}`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchView {
+    /// Batch id.
+    pub id: String,
+    /// Jobs in the batch.
+    pub total: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Jobs failed for good.
+    pub failed: u64,
+    /// Jobs running.
+    pub active: u64,
+    /// Jobs not started yet (waiting, delayed or waiting for children).
+    pub waiting: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+    /// Percentage of the jobs that have finished, 0 to 100.
+    pub progress: f64,
+    /// `running`, or `completed` once every job has finished.
+    #[schema(value_type = String)]
+    pub state: &'static str,
+    /// Creation time.
+    pub created_at: String,
+    /// When the last job first finished.
+    pub completed_at: Option<String>,
+    /// The completion job, once enqueued.
+    pub on_complete_id: Option<String>,
+}
+
+impl From<BatchInfo> for BatchView {
+    fn from(b: BatchInfo) -> Self {
+        Self {
+            id: b.id,
+            total: b.total,
+            completed: b.completed,
+            failed: b.failed,
+            active: b.active,
+            waiting: b.waiting,
+            cancelled: b.cancelled,
+            progress: b.progress,
+            state: b.state.as_str(),
+            created_at: rfc3339(b.created_at),
+            completed_at: b.completed_at.map(rfc3339),
+            on_complete_id: b.on_complete_id.map(|id| id.to_string()),
+        }
     }
 }
 

@@ -21,15 +21,16 @@ pub(crate) const EXPIRED: &str = "expired";
 /// at or before now; returns how many.
 pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
     let now = ctx.now();
-    let due: Vec<(i64, String, String, JobState, Option<String>)> = ctx
+    type Due = (i64, String, String, JobState, Option<String>, Option<String>);
+    let due: Vec<Due> = ctx
         .conn
         .prepare_cached(
-            "SELECT seq, id, queue, state, batch_id FROM jobs \
+            "SELECT seq, id, queue, state, batch_id, parent_id FROM jobs \
              WHERE expires_at IS NOT NULL AND started_at IS NULL AND (state = 'waiting' OR state = 'delayed') \
              AND expires_at <= ?1",
         )
         .db()?
-        .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, rows::state(r, 3)?, r.get(4)?)))
+        .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, rows::state(r, 3)?, r.get(4)?, r.get(5)?)))
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
@@ -38,17 +39,34 @@ pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
     }
     let error = JobError::with_code(EXPIRED, "not started before its expires_at");
     let error_json = to_json(&error);
-    let mut fail = ctx
-        .conn
-        .prepare_cached("UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2 WHERE seq = ?3")
-        .db()?;
-    for (seq, id, queue, state, batch_id) in &due {
-        fail.execute(params![error_json, now.0, seq]).db()?;
+    for (seq, id, queue, state, batch_id, parent_id) in &due {
+        // A job of this list may have ended meanwhile (failed by one of its
+        // children through the flow hook): only a job still unstarted expires.
+        let changed = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2 \
+                 WHERE seq = ?3 AND (state = 'waiting' OR state = 'delayed')",
+            )
+            .db()?
+            .execute(params![error_json, now.0, seq])
+            .db()?;
+        if changed == 0 {
+            continue;
+        }
         ctx.counts.moved(queue, *state, JobState::Failed);
         let id = JobId::from_trusted(id.clone());
         ctx.event(|| {
             PendingEvent::job(EventKind::Failed, &id, queue, batch_id.as_deref(), now, json!({ "error": error }))
         });
+        let ended = crate::flow::EndedJob {
+            seq: *seq,
+            id: id.as_str(),
+            parent_id: parent_id.as_deref(),
+            batch_id: batch_id.as_deref(),
+            state: JobState::Failed,
+        };
+        crate::flow::ended(ctx, ended)?;
     }
     Ok(due.len() as u64)
 }

@@ -26,11 +26,13 @@ struct Ending {
     worker_id: Option<String>,
     queue: String,
     batch_id: Option<String>,
+    parent_id: Option<String>,
 }
 
 impl Ending {
-    /// Reads the first six columns of a row selected with `seq, attempt_seq,
-    /// started_at, worker_id, queue, batch_id` first, as every ending query does.
+    /// Reads the first seven columns of a row selected with `seq, attempt_seq,
+    /// started_at, worker_id, queue, batch_id, parent_id` first, as every
+    /// ending query does.
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             seq: r.get(0)?,
@@ -39,7 +41,19 @@ impl Ending {
             worker_id: r.get(3)?,
             queue: r.get(4)?,
             batch_id: r.get(5)?,
+            parent_id: r.get(6)?,
         })
+    }
+
+    /// The flow and batch hook's view of this job, now in `state`.
+    fn ended<'a>(&'a self, id: &'a str, state: JobState) -> crate::flow::EndedJob<'a> {
+        crate::flow::EndedJob {
+            seq: self.seq,
+            id,
+            parent_id: self.parent_id.as_deref(),
+            batch_id: self.batch_id.as_deref(),
+            state,
+        }
     }
 }
 
@@ -113,10 +127,26 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         ctx,
         id,
         lease,
-        active_sql!("seq, attempt_seq, started_at, worker_id, queue, batch_id, cancel_requested"),
-        |r| Ok((Ending::from_row(r)?, r.get::<_, bool>(6)?)),
+        active_sql!(
+            "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, cancel_requested, \
+             pending_children, failed_child, fanned_out"
+        ),
+        |r| {
+            Ok((
+                Ending::from_row(r)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
+                r.get::<_, bool>(10)?,
+            ))
+        },
     )?;
-    let Some((ending, cancelled)) = row else { return Ok(Err(StoreError::LeaseLost(id.to_string()))) };
+    let Some((ending, cancelled, pending_children, failed_child, fanned_out)) = row else {
+        return Ok(Err(StoreError::LeaseLost(id.to_string())));
+    };
+    if !cancelled && (pending_children > 0 || failed_child.is_some() || fanned_out) {
+        return complete_parent(ctx, id, ending, value, result, failed_child, pending_children).map(Ok);
+    }
     let (state, outcome, kind) = if cancelled {
         (JobState::Cancelled, AttemptOutcome::Cancelled, EventKind::Cancelled)
     } else {
@@ -140,7 +170,63 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
         append_attempt(ctx, &ending, now, outcome, None)?;
     }
     ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, value.clone()));
+    // After the job's own event, so subscribers hear of the child first.
+    crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
     Ok(Ok(Finished { state, run_at: None }))
+}
+
+/// The handler of a parent returned successfully after enqueuing
+/// children, or after one failed under `fail_parent`: the attempt is
+/// recorded as completed, its result kept, and the job fails with
+/// `child_failed`, or waits for its children (`waiting-children`), or, when
+/// they all finished while it ran, is `waiting` to run again at once.
+fn complete_parent(
+    ctx: &mut Ctx<'_>,
+    id: &JobId,
+    ending: Ending,
+    value: &Value,
+    result: String,
+    failed_child: Option<String>,
+    pending_children: i64,
+) -> StoreResult<Finished> {
+    let now = ctx.now();
+    let error = failed_child.map(|child| crate::flow::child_failed_error(&child, None));
+    let state = match (&error, pending_children) {
+        (Some(_), _) => JobState::Failed,
+        (None, 0) => JobState::Waiting,
+        (None, _) => JobState::WaitingChildren,
+    };
+    let error_json = error.as_ref().map(to_json);
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?1, result = ?2, error = coalesce(?3, error), finished_at = ?4, \
+             lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?5",
+        )
+        .db()?
+        .execute(params![state.as_str(), result, error_json, state.is_finished().then_some(now.0), ending.seq])
+        .db()?;
+    ctx.counts.moved(&ending.queue, JobState::Active, state);
+    append_attempt(ctx, &ending, now, AttemptOutcome::Completed, None)?;
+    if state == JobState::Waiting {
+        ctx.ready = true;
+        ctx.event(|| {
+            PendingEvent::job(EventKind::Waiting, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null)
+        });
+    }
+    if let Some(error) = error {
+        ctx.event(|| {
+            PendingEvent::job(
+                EventKind::Failed,
+                id,
+                &ending.queue,
+                ending.batch_id.as_deref(),
+                now,
+                json!({ "error": error, "result": value }),
+            )
+        });
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
+    Ok(Finished { state, run_at: None })
 }
 
 /// A failure (`Some(report)`) or a release (`None`): read the job, decide,
@@ -157,25 +243,26 @@ fn fail(
         id,
         lease,
         active_sql!(
-            "seq, attempt_seq, started_at, worker_id, queue, batch_id, attempts_made, max_attempts, backoff, \
-             cancel_requested, rate_limit_key"
+            "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, attempts_made, max_attempts, \
+             backoff, cancel_requested, pending_children, rate_limit_key"
         ),
         |r| {
             Ok((
                 Ending::from_row(r)?,
-                r.get::<_, u32>(6)?,
                 r.get::<_, u32>(7)?,
-                crate::rows::json::<Backoff>(r, 8)?,
-                r.get::<_, bool>(9)?,
-                r.get::<_, Option<String>>(10)?,
+                r.get::<_, u32>(8)?,
+                crate::rows::json::<Backoff>(r, 9)?,
+                r.get::<_, bool>(10)?,
+                r.get::<_, i64>(11)? > 0,
+                r.get::<_, Option<String>>(12)?,
             ))
         },
     )?;
-    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, key)) = row else {
+    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, has_pending, key)) = row else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
     let Some(report) = report else {
-        return release(ctx, id, ending, attempts_made, cancel_requested).map(Ok);
+        return release(ctx, id, ending, attempts_made, cancel_requested, has_pending).map(Ok);
     };
     let decision = decide_failure(report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
     // (state, attempts_made, run_at, outcome, event)
@@ -195,12 +282,17 @@ fn fail(
         ),
         FailureDecision::Dead => (JobState::Failed, attempts_made, None, AttemptOutcome::Failed, EventKind::Failed),
     };
+    // A parent whose children it enqueued are still running retries after
+    // them (released at its `run_at`), not beside them; see ADR 0007.
+    let state = if state == JobState::Delayed && has_pending { JobState::WaitingChildren } else { state };
     let finished_at = state.is_finished().then_some(now.0);
     let error = to_json(&report.error);
+    // `fanned_out` belongs to the run that ends here: the next run decides
+    // afresh whether it fans out.
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, attempts_made = ?2, run_at = coalesce(?3, run_at), error = ?4, \
-             finished_at = ?5, lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+             finished_at = ?5, lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
         )
         .db()?
         .execute(params![state.as_str(), attempts, run_at.map(|t| t.0), error, finished_at, ending.seq])
@@ -221,6 +313,9 @@ fn fail(
         };
         PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, data)
     });
+    if state.is_finished() {
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
     Ok(Ok(Finished { state, run_at }))
 }
 
@@ -232,17 +327,21 @@ fn release(
     ending: Ending,
     attempts_made: u32,
     cancel_requested: bool,
+    has_pending: bool,
 ) -> StoreResult<Finished> {
     let now = ctx.now();
     let (state, attempts, outcome, kind) = if cancel_requested {
         (JobState::Cancelled, attempts_made, AttemptOutcome::Cancelled, EventKind::Cancelled)
+    } else if has_pending {
+        // Handed back while its children run: it waits for them first.
+        (JobState::WaitingChildren, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
     } else {
         (JobState::Waiting, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
     };
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, attempts_made = ?2, finished_at = ?3, lease_token = NULL, \
-             lease_expires_at = NULL WHERE seq = ?4",
+             lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?4",
         )
         .db()?
         .execute(params![state.as_str(), attempts, state.is_finished().then_some(now.0), ending.seq])
@@ -250,7 +349,12 @@ fn release(
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.ready |= state == JobState::Waiting;
-    ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    if state != JobState::WaitingChildren {
+        ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+    }
+    if state.is_finished() {
+        crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+    }
     Ok(Finished { state, run_at: None })
 }
 
@@ -283,21 +387,31 @@ fn append_attempt(
 /// [`drover_store::Store::job_rescue_expired`].
 pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
     let now = ctx.now();
-    let expired: Vec<(Ending, String, u32, u32, bool, i64)> = ctx
+    let expired: Vec<(Ending, String, u32, u32, bool, i64, bool)> = ctx
         .conn
         .prepare_cached(
-            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, id, stalls, max_stalls, \
-             cancel_requested, lease_token FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
-             ORDER BY lease_expires_at",
+            "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, id, stalls, max_stalls, \
+             cancel_requested, lease_token, pending_children FROM jobs WHERE state = 'active' \
+             AND lease_expires_at <= ?1 ORDER BY lease_expires_at",
         )
         .db()?
-        .query_map([now.0], |r| Ok((Ending::from_row(r)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?)))
+        .query_map([now.0], |r| {
+            Ok((
+                Ending::from_row(r)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get::<_, i64>(12)? > 0,
+            ))
+        })
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
 
     let mut report = RescueReport::default();
-    for (ending, id, stalls, max_stalls, cancel_requested, lease) in expired {
+    for (ending, id, stalls, max_stalls, cancel_requested, lease, has_pending) in expired {
         // The lease ends here; its row hint would only take up room.
         ctx.leases.take(lease);
         let id = JobId::from_trusted(id);
@@ -306,6 +420,8 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         let error_json = to_json(&stall_error);
         let decision = decide_stall(stalls, max_stalls, cancel_requested);
         let (state, hand_back, kind) = match decision {
+            // A parent whose children still run waits for them first.
+            StallDecision::Requeue if has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
             StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
             StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
             StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
@@ -315,7 +431,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             .prepare_cached(
                 "UPDATE jobs SET state = ?1, stalls = ?2, attempts_made = attempts_made - ?3, \
                  error = CASE WHEN ?1 = 'failed' THEN ?4 ELSE error END, finished_at = ?5, \
-                 lease_token = NULL, lease_expires_at = NULL WHERE seq = ?6",
+                 lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
             )
             .db()?
             .execute(params![state.as_str(), stalls, hand_back, error_json, finished_at, ending.seq])
@@ -328,10 +444,15 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             PendingEvent::job(EventKind::Stalled, &id, &ending.queue, batch, now, json!({ "stalls": stalls }))
         });
         let data = if decision == StallDecision::Dead { json!({ "error": stall_error }) } else { Value::Null };
-        ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        if state != JobState::WaitingChildren {
+            ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
+        }
+        if state.is_finished() {
+            crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
+        }
         match decision {
             StallDecision::Requeue => {
-                ctx.ready = true;
+                ctx.ready |= state == JobState::Waiting;
                 report.requeued.push(id);
             }
             StallDecision::Dead => report.failed.push(id),

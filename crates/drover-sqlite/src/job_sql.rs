@@ -6,7 +6,7 @@ use crate::error::SqlResultExt;
 use crate::job_query;
 use crate::rows::{self, job_cols, to_json};
 use crate::writer::Ctx;
-use drover_core::{EventKind, Job, JobId, JobSpec, JobState, LeaseToken, Progress, Timestamp};
+use drover_core::{ChildFailure, EventKind, Job, JobId, JobSpec, JobState, LeaseToken, Progress, Timestamp};
 use drover_store::{
     CancelOutcome, HeartbeatReply, Inserted, JobEventEmit, JobHeartbeat, JobLogAppend, PendingEvent, StoreError,
     StoreResult,
@@ -34,6 +34,11 @@ pub(crate) struct NewRow {
     delay_ms: Option<u64>,
     run_at: Option<Timestamp>,
     expires_at: Option<Timestamp>,
+    /// `None` for the default `fail_parent`, so most rows store NULL.
+    on_failure: Option<&'static str>,
+    /// Children inserted after it in the same call (a flow): the job
+    /// starts `waiting-children`.
+    pub children: usize,
 }
 
 /// What the writer did with one [`NewRow`].
@@ -74,6 +79,8 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             delay_ms: spec.delay_ms,
             run_at: spec.run_at,
             expires_at: spec.expires_at,
+            on_failure: (spec.on_failure != ChildFailure::FailParent).then(|| spec.on_failure.as_str()),
+            children: 0,
         });
         jobs.push(Job {
             id,
@@ -104,6 +111,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             lease_expires_at: None,
             cancel_requested: false,
             expires_at: spec.expires_at,
+            on_failure: spec.on_failure,
             attempts: Vec::new(),
         });
     }
@@ -135,12 +143,16 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
         .prepare_cached(
             "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, backoff, \
              timeout_ms, max_stalls, unique_key, rate_limit_key, parent_id, batch_id, tags, created_at, run_at, \
-             expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+             expires_at, on_failure) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
              ON CONFLICT (id) DO NOTHING",
         )
         .db()?;
-    for row in rows {
+    // Errors about a row's parent or batch name the row as the bulk and
+    // batch bodies do (`jobs[3].parent_id`); a flow's only outside parent
+    // is its root's, named plainly.
+    let name_rows = rows.len() > 1 && rows.iter().all(|r| r.children == 0);
+    for (i, row) in rows.iter().enumerate() {
         let run_at = match (row.run_at, row.delay_ms) {
             (Some(at), _) => at,
             (None, Some(delay)) => now.plus_ms(delay as i64),
@@ -152,7 +164,13 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
             out.push(InsertOutcome::Duplicate(Box::new(existing)));
             continue;
         }
-        let state = if run_at > now { JobState::Delayed } else { JobState::Waiting };
+        let state = if row.children > 0 {
+            JobState::WaitingChildren
+        } else if run_at > now {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        };
         let changed = insert
             .execute(params![
                 row.id,
@@ -173,6 +191,7 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
                 now.0,
                 run_at.0,
                 row.expires_at.map(|t| t.0),
+                row.on_failure,
             ])
             .db()?;
         if changed == 0 {
@@ -182,7 +201,22 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
             out.push(InsertOutcome::Duplicate(Box::new(existing)));
             continue;
         }
-        if ctx.wants_events() {
+        // Flows and batches: the parent learns of its child, the batch of
+        // its job (one branch each for the jobs that have neither).
+        let name_row = |e: StoreError| match e {
+            StoreError::Invalid { field, message } if name_rows => {
+                StoreError::Invalid { field: format!("jobs[{i}].{field}"), message }
+            }
+            other => other,
+        };
+        if let Some(parent) = &row.parent_id {
+            crate::flow::attach_child(ctx, parent).map_err(name_row)?;
+        }
+        if let Some(batch) = &row.batch_id {
+            crate::flow::batch_add(ctx, batch).map_err(name_row)?;
+        }
+        // A job created `waiting-children` announces itself when released.
+        if ctx.wants_events() && state != JobState::WaitingChildren {
             let kind = if state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
             let id = JobId::from_trusted(row.id.clone());
             ctx.event(|| PendingEvent::job(kind, &id, &row.queue, row.batch_id.as_deref(), now, Value::Null));
@@ -340,6 +374,10 @@ fn lease_error(ctx: &Ctx<'_>, id: &JobId) -> StoreError {
     }
 }
 
+fn job_seq(ctx: &Ctx<'_>, id: &JobId) -> StoreResult<i64> {
+    ctx.conn.prepare_cached("SELECT seq FROM jobs WHERE id = ?1").db()?.query_row([id.as_str()], |r| r.get(0)).db()
+}
+
 fn job_state(ctx: &Ctx<'_>, id: &JobId) -> StoreResult<Option<JobState>> {
     ctx.conn
         .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
@@ -368,6 +406,17 @@ pub(crate) fn cancel(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<CancelOutcome
         ctx.event(|| {
             PendingEvent::job(EventKind::Cancelled, id, &job.queue, job.batch_id.as_deref(), now, Value::Null)
         });
+        if job.parent_id.is_some() || job.batch_id.is_some() {
+            let seq = job_seq(ctx, id)?;
+            let ended = crate::flow::EndedJob {
+                seq,
+                id: id.as_str(),
+                parent_id: job.parent_id.as_ref().map(JobId::as_str),
+                batch_id: job.batch_id.as_deref(),
+                state: JobState::Cancelled,
+            };
+            crate::flow::ended(ctx, ended)?;
+        }
         Ok(CancelOutcome::Cancelled(job))
     } else if state == JobState::Active {
         let job = update_returning(
@@ -398,7 +447,8 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
             "UPDATE jobs SET state = 'waiting', max_attempts = attempts_made + attempts_budget, error = NULL, ",
             "stalls = 0, run_at = ?2, finished_at = NULL, cancel_requested = 0, lease_token = NULL, ",
             // A manual retry is a decision to run the job now: its TTL is lifted.
-            "lease_expires_at = NULL, expires_at = NULL WHERE id = ?1 RETURNING ",
+            // A child failure that failed it belongs to the run before.
+            "lease_expires_at = NULL, expires_at = NULL, failed_child = NULL WHERE id = ?1 RETURNING ",
             job_cols!()
         ),
         id,
@@ -407,6 +457,7 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
     ctx.counts.moved(&job.queue, state, JobState::Waiting);
     ctx.event(|| PendingEvent::job(EventKind::Waiting, id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
     ctx.ready = true;
+    crate::flow::retried(ctx, state, job.parent_id.as_ref(), job.batch_id.as_deref())?;
     Ok(job)
 }
 

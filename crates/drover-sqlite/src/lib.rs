@@ -9,6 +9,7 @@
 //! | `claim` | promotion of due jobs and claims |
 //! | `expire` | job TTL: unstarted jobs past `expires_at` fail as `expired` |
 //! | `finish` | finishes and stall rescues, with the attempt history |
+//! | `flow` | flows and batches: the hook run when a job ends, batch counters |
 //! | `job_query` | job reads: get, list, logs, next due time |
 //! | `queue_sql` | queue config, pause flag and counts |
 //! | `retention` | removal of finished jobs beyond their queue's rules |
@@ -40,6 +41,7 @@ mod counts;
 mod error;
 mod expire;
 mod finish;
+mod flow;
 mod job_query;
 mod job_sql;
 mod limits;
@@ -56,9 +58,10 @@ use async_trait::async_trait;
 use drover_core::{Clock, Event, EventKind, Job, JobId, JobSpec, LeaseToken, LogEntry, Progress, QueueConfig};
 use drover_core::{KeyLimit, Schedule, ScheduleSpec, SystemClock, Timestamp};
 use drover_store::{
-    CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams, JobEventEmit, JobFinish,
-    JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, RateLimitRule, RateLimitState, ReadySignal,
-    RescueReport, ScheduleFired, ScheduleListParams, SchedulePage, ScheduleUpserted, Store, StoreError, StoreResult,
+    BatchInfo, BatchInserted, CancelOutcome, ClaimedJob, EventBus, Finished, HeartbeatReply, Inserted, JobClaimParams,
+    JobEventEmit, JobFinish, JobHeartbeat, JobListParams, JobLogAppend, JobPage, QueueInfo, RateLimitRule,
+    RateLimitState, ReadySignal, RescueReport, ScheduleFired, ScheduleListParams, SchedulePage, ScheduleUpserted,
+    Store, StoreError, StoreResult,
 };
 use error::SqlResultExt;
 use reader::Readers;
@@ -526,5 +529,64 @@ impl Store for SqliteStore {
 
     fn schedule_signal(&self) -> watch::Receiver<u64> {
         self.schedules_changed.subscribe()
+    }
+
+    async fn job_children(&self, id: &JobId) -> StoreResult<Vec<Job>> {
+        let id = id.clone();
+        self.readers.read(move |conn| flow::children(conn, &id)).await
+    }
+
+    async fn flow_insert(&self, flow: drover_core::FlowSpec) -> StoreResult<Vec<Inserted>> {
+        let flat = flow.flatten()?;
+        let counts: Vec<usize> = flat.iter().map(|(_, n)| *n).collect();
+        let (jobs, mut rows) = job_sql::prepare_insert(flat.into_iter().map(|(spec, _)| spec).collect())?;
+        for (row, children) in rows.iter_mut().zip(counts) {
+            row.children = children;
+        }
+        let outcomes = self.writer.call(|reply| Command::JobInsert { rows, reply }).await?;
+        Ok(job_sql::assemble_inserted(jobs, outcomes))
+    }
+
+    async fn batch_insert(&self, batch: drover_core::BatchSpec) -> StoreResult<BatchInserted> {
+        let drover_core::BatchSpec { mut jobs, on_complete } = batch;
+        if jobs.len() > drover_core::flow::MAX_FLOW_JOBS {
+            return Err(StoreError::invalid(
+                "jobs",
+                format!("a batch holds at most {} jobs", drover_core::flow::MAX_FLOW_JOBS),
+            ));
+        }
+        let id = JobId::generate().to_string();
+        for (i, job) in jobs.iter_mut().enumerate() {
+            if job.batch_id.is_some() {
+                return Err(StoreError::invalid(format!("jobs[{i}].batch_id"), "is set by the batch"));
+            }
+            job.batch_id = Some(id.clone());
+        }
+        let on_complete = match on_complete {
+            None => None,
+            Some(spec) => {
+                spec.validate().map_err(|e| StoreError::invalid(format!("on_complete.{}", e.field), e.message))?;
+                Some(rows::to_json(&spec))
+            }
+        };
+        let (specs, rows) = job_sql::prepare_insert(jobs)?;
+        let batch_id = id.clone();
+        let outcomes =
+            self.writer.call(|reply| Command::BatchInsert { id: batch_id, rows, on_complete, reply }).await?;
+        let jobs = job_sql::assemble_inserted(specs, outcomes);
+        // A duplicate (an existing id) stays where it was and is not counted.
+        let total = jobs.iter().filter(|j| !j.duplicate).count() as u64;
+        Ok(BatchInserted { id, total, jobs })
+    }
+
+    async fn batch_get(&self, id: &str) -> StoreResult<Option<BatchInfo>> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| {
+                // One snapshot for the counters and the unfinished jobs.
+                let tx = conn.unchecked_transaction().db()?;
+                flow::batch_get(&tx, &id)
+            })
+            .await
     }
 }

@@ -12,7 +12,8 @@ macro_rules! job_cols {
     () => {
         "seq, id, queue, name, payload, state, priority, attempts_made, max_attempts, backoff, timeout_ms, \
          stalls, max_stalls, progress, result, error, unique_key, rate_limit_key, parent_id, batch_id, tags, \
-         created_at, run_at, started_at, finished_at, worker_id, lease_expires_at, cancel_requested, expires_at"
+         created_at, run_at, started_at, finished_at, worker_id, lease_expires_at, cancel_requested, expires_at, \
+         on_failure"
     };
 }
 pub(crate) use job_cols;
@@ -48,6 +49,11 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         lease_expires_at: row.get::<_, Option<i64>>(26)?.map(Timestamp),
         cancel_requested: row.get(27)?,
         expires_at: row.get::<_, Option<i64>>(28)?.map(Timestamp),
+        // NULL is the default policy (migration 0009).
+        on_failure: match row.get_ref(29)?.as_str_or_null()? {
+            Some("ignore") => drover_core::ChildFailure::Ignore,
+            _ => drover_core::ChildFailure::FailParent,
+        },
         attempts: Vec::new(),
     })
 }

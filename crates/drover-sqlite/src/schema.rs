@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_partial_index_or.sql"),
     include_str!("../migrations/0007_limits.sql"),
     include_str!("../migrations/0008_schedules.sql"),
+    include_str!("../migrations/0009_flows_batches.sql"),
 ];
 
 /// The schema version this build writes.

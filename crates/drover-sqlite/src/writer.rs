@@ -35,9 +35,13 @@ use tokio::sync::oneshot;
 /// Where a command's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
+/// The answer to an insert: one outcome per row.
+type InsertReply = Reply<Vec<job_sql::InsertOutcome>>;
+
 /// Every mutation the store knows, with its reply channel.
 pub(crate) enum Command {
     JobInsert { rows: Vec<job_sql::NewRow>, reply: Reply<Vec<job_sql::InsertOutcome>> },
+    BatchInsert { id: String, rows: Vec<job_sql::NewRow>, on_complete: Option<String>, reply: InsertReply },
     JobClaim { params: JobClaimParams, reply: Reply<Vec<ClaimedJob>> },
     JobHeartbeat { beats: Vec<JobHeartbeat>, reply: Reply<Vec<StoreResult<HeartbeatReply>>> },
     JobProgress { id: JobId, lease_token: LeaseToken, progress: Progress, reply: Reply<()> },
@@ -446,6 +450,9 @@ impl Command {
     fn into_pending(self) -> Box<dyn Pending> {
         match self {
             Command::JobInsert { rows, reply } => call(reply, move |c| job_sql::insert(c, &rows)),
+            Command::BatchInsert { id, rows, on_complete, reply } => {
+                call(reply, move |c| crate::flow::batch_insert(c, &id, &rows, on_complete.as_deref()))
+            }
             Command::JobClaim { params, reply } => fast_call(reply, move |c| claim::claim(c, &params)),
             Command::JobHeartbeat { beats, reply } => fast_call(reply, move |c| job_sql::heartbeat(c, &beats)),
             Command::JobProgress { id, lease_token, progress, reply } => {

@@ -23,7 +23,7 @@ async fn pragmas_read_back() {
     assert!(p.commit_fsync);
     assert_eq!(p.wal_autocheckpoint, 0, "the writer checkpoints by itself");
     assert!(p.busy_timeout_ms > 0);
-    assert_eq!(p.user_version, 8);
+    assert_eq!(p.user_version, 9);
     full.close().await;
 
     let normal = open(&dir.path().join("normal.db"), SqliteOptions::default().synchronous(Synchronous::Normal));
@@ -55,7 +55,7 @@ async fn reopen_keeps_data_and_does_not_rerun_migrations() {
 
     // A second run of 0001_init.sql would fail on `CREATE TABLE jobs`.
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 8);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 9);
     let job = store.job_get(&id).await.unwrap().expect("job survived the reopen");
     assert_eq!(job.payload, json!({"k": 1}));
     // Dropping (not closing) must also stop the writer and release the file.
@@ -318,17 +318,19 @@ async fn migration_0002_counts_existing_jobs() {
     store.close().await;
     {
         // Back to what version 1 left: no table, the old index, nothing of
-        // 0003 onwards (0007's limits and 0008's schedules included).
+        // 0003 onwards (limits, schedules, flows and batches included).
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE queue_counts; DROP INDEX jobs_finished; DROP INDEX jobs_expiring; DROP INDEX jobs_unique; ALTER TABLE jobs DROP COLUMN expires_at; \
-             DROP TABLE rate_limit_rules; DROP TABLE throttles; DROP INDEX jobs_active_key; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
-             DROP TABLE schedules; PRAGMA user_version = 1;",
+             DROP TABLE rate_limit_rules; DROP TABLE throttles; DROP INDEX jobs_active_key; DROP TABLE schedules; \
+             DROP TABLE batches; ALTER TABLE jobs DROP COLUMN pending_children; ALTER TABLE jobs DROP COLUMN on_failure; \
+             ALTER TABLE jobs DROP COLUMN failed_child; ALTER TABLE jobs DROP COLUMN fanned_out; CREATE INDEX jobs_queue_state ON jobs (queue, state); \
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let store = open(&path, SqliteOptions::default());
-    assert_eq!(store.pragmas().await.unwrap().user_version, 8);
+    assert_eq!(store.pragmas().await.unwrap().user_version, 9);
     let q = store.queue_get("q").await.unwrap();
     assert_eq!((q.counts.waiting, q.counts.total()), (7, 7));
     assert_eq!(store.queue_get("r").await.unwrap().counts.delayed, 1);
@@ -497,4 +499,49 @@ async fn two_stores_on_one_file_fire_each_tick_once() {
     }
     let page = b.job_list(JobListParams { queue: Some("q".into()), ..Default::default() }).await.unwrap();
     assert_eq!(page.items.len(), 5, "one job per tick");
+}
+
+/// Flows and batches move jobs through `waiting-children` and fail parents
+/// from the flow hook; the per-queue counts must still equal a `GROUP BY`,
+/// including after a refused insert (unknown parent) rolled back alone.
+#[tokio::test]
+async fn queue_counts_match_a_group_by_after_flows_and_batches() {
+    use drover_core::{BatchSpec, ChildFailure, FailureReport, FlowSpec, JobError};
+    use drover_store::{FinishOutcome, JobClaimParams, JobFinish};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drover.db");
+    let store = open(&path, SqliteOptions::default());
+    let id = |s: &str| JobId::parse(s).unwrap();
+    let flow = FlowSpec::new(JobSpec::new("p", "root").id(id("root")))
+        .child(FlowSpec::new(JobSpec::new("p", "mid").id(id("mid"))).child(JobSpec::new("c", "leaf").attempts(1)))
+        .child(JobSpec::new("c", "leaf").on_failure(ChildFailure::Ignore).attempts(1))
+        .child(JobSpec::new("c", "leaf"));
+    store.flow_insert(flow).await.unwrap();
+    store.job_insert_many(vec![JobSpec::new("p", "solo").id(id("solo"))]).await.unwrap();
+    store.job_insert_many(vec![JobSpec::new("c", "kid").parent_id(id("solo"))]).await.unwrap();
+    assert!(store.job_insert_many(vec![JobSpec::new("c", "x").parent_id(id("ghost"))]).await.is_err());
+    let jobs = (0..6).map(|_| JobSpec::new("c", "item").attempts(1)).collect();
+    let batch = store.batch_insert(BatchSpec { jobs, on_complete: Some(JobSpec::new("p", "done")) }).await.unwrap();
+
+    let claim = JobClaimParams { queues: vec!["c".into()], worker_id: "w".into(), max: 100, lease_ms: 30_000 };
+    let claimed = store.job_claim(claim).await.unwrap();
+    let finishes: Vec<JobFinish> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| JobFinish {
+            id: c.job.id.clone(),
+            lease_token: c.lease_token,
+            outcome: if i % 2 == 0 {
+                FinishOutcome::Complete(json!(i))
+            } else {
+                FinishOutcome::Fail(FailureReport::fatal(JobError::new("no")))
+            },
+        })
+        .collect();
+    store.job_finish_many(finishes).await.unwrap();
+    assert!(store.batch_get(&batch.id).await.unwrap().unwrap().completed_at.is_some());
+    store.close().await;
+    let (kept, counted) = counts_kept_and_counted(&path);
+    assert_eq!(kept, counted);
 }

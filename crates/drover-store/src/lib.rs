@@ -337,4 +337,59 @@ pub trait Store: Send + Sync + 'static {
     /// A watch that changes whenever a schedule is created, replaced,
     /// paused, resumed or deleted through this store, so a sleeping scheduler can look again.
     fn schedule_signal(&self) -> watch::Receiver<u64>;
+
+    // Flows and batches (ADR 0007). The one rule behind them: whenever a
+    // job reaches a final state (`completed`, `failed`, `cancelled`) by any
+    // path (finish, cancel, stall rescue, expiry, a parent failed by its
+    // child), the same transaction updates its parent and its batch:
+    // - parent: one child fewer pending; a `waiting-children` parent with
+    //   none left becomes `waiting` (`job:waiting`, ready signal). A child
+    //   that ends `failed` or `cancelled` with
+    //   [`drover_core::ChildFailure::FailParent`] fails an unfinished parent
+    //   with error code `child_failed` (`details.child_id`) at once, or, if
+    //   the parent is active, when its handler returns. A parent whose
+    //   handler completes while children it enqueued are unfinished goes to
+    //   `waiting-children` instead of `completed`, and runs again after them.
+    // - batch: its finished counters (kept apart from the jobs, so they
+    //   survive retention); when every job has finished, the batch's
+    //   `on_complete` job is inserted, once, and `batch:completed` emitted.
+    // An insert with a `parent_id` (any insert, not only these methods)
+    // checks the parent: unknown → [`StoreError::Invalid`] on `parent_id`;
+    // finished → [`StoreError::InvalidState`]; `waiting` or `delayed` →
+    // the parent becomes `waiting-children`. A manual retry of a finished
+    // child gives its batch its counters back and re-opens a
+    // `waiting-children` parent's wait.
+
+    /// The children of job `id`, in enqueue order, without attempt history.
+    ///
+    /// Errors: [`StoreError::NotFound`] when the job does not exist.
+    async fn job_children(&self, id: &JobId) -> StoreResult<Vec<Job>>;
+
+    /// Inserts a flow in one transaction, all or nothing: the jobs in
+    /// pre-order ([`drover_core::FlowSpec::flatten`]), every job with
+    /// children created `waiting-children`, leaves `waiting` or `delayed`.
+    /// Results are in pre-order. Duplicates (by id or unique key) are
+    /// returned as by [`Store::job_insert_many`], and a duplicate's new
+    /// children attach to the existing job.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad spec or an unknown
+    /// `parent_id` at the root; [`StoreError::InvalidState`] when a parent
+    /// has already finished.
+    /// Events: `job:waiting` or `job:delayed` per inserted leaf (jobs
+    /// created `waiting-children` emit nothing until they are released).
+    async fn flow_insert(&self, flow: drover_core::FlowSpec) -> StoreResult<Vec<Inserted>>;
+
+    /// Creates a batch: a new batch id, its jobs (their `batch_id` set to
+    /// it) and its completion job spec, in one transaction. A batch with no
+    /// jobs is complete at once (its `on_complete` is inserted at once).
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad spec, a spec naming
+    /// another batch, or more than [`drover_core::flow::MAX_FLOW_JOBS`] jobs.
+    /// Events: as [`Store::job_insert_many`] per job.
+    async fn batch_insert(&self, batch: drover_core::BatchSpec) -> StoreResult<BatchInserted>;
+
+    /// A batch's counts, or `None`. Finished counts come from counters kept
+    /// with the batch (so retention does not lower them); `active` and
+    /// `waiting` are counted from its unfinished jobs.
+    async fn batch_get(&self, id: &str) -> StoreResult<Option<BatchInfo>>;
 }

@@ -331,3 +331,65 @@ pub struct ScheduleFired {
     /// The schedule's next tick, strictly after now.
     pub next_run_at: Timestamp,
 }
+
+/// What [`crate::Store::batch_insert`] created.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchInserted {
+    /// The new batch's id.
+    pub id: String,
+    /// How many jobs it holds.
+    pub total: u64,
+    /// Its jobs as stored, in input order.
+    pub jobs: Vec<Inserted>,
+}
+
+/// A batch's aggregate status ([`crate::Store::batch_get`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    /// The batch id.
+    pub id: String,
+    /// Jobs in the batch.
+    pub total: u64,
+    /// Jobs `completed`.
+    pub completed: u64,
+    /// Jobs `failed`.
+    pub failed: u64,
+    /// Jobs `active`.
+    pub active: u64,
+    /// Jobs not started yet: `waiting`, `delayed` or `waiting-children`.
+    pub waiting: u64,
+    /// Jobs `cancelled`.
+    pub cancelled: u64,
+    /// Percentage of the jobs that have finished (completed, failed or
+    /// cancelled), 0 to 100; 100 for an empty batch.
+    pub progress: f64,
+    /// `running` until every job has finished once, then `completed`.
+    pub state: BatchState,
+    /// When the batch was created.
+    pub created_at: Timestamp,
+    /// When its last job first finished (and `on_complete` was enqueued).
+    pub completed_at: Option<Timestamp>,
+    /// The completion job, once enqueued.
+    pub on_complete_id: Option<JobId>,
+}
+
+/// Where a batch is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    /// Some job has not finished yet.
+    Running,
+    /// Every job finished once; `batch:completed` was emitted. A later
+    /// manual retry of one of its jobs does not re-open it.
+    Completed,
+}
+
+impl BatchState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Running => "running",
+            BatchState::Completed => "completed",
+        }
+    }
+}

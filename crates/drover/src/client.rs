@@ -3,11 +3,11 @@
 use crate::events::{EventFilter, EventStream};
 use crate::handler::Job;
 use crate::{Error, Result};
-use drover_core::{JobId, JobSpec, KeyLimit, LogEntry, QueueConfig, Schedule, ScheduleSpec};
+use drover_core::{BatchSpec, FlowSpec, JobId, JobSpec, KeyLimit, LogEntry, QueueConfig, Schedule, ScheduleSpec};
 use drover_sqlite::{SqliteOptions, SqliteStore};
 use drover_store::{
-    CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, RateLimitRule, RateLimitState, ScheduleListParams,
-    SchedulePage, ScheduleUpserted, Store,
+    BatchInfo, BatchInserted, CancelOutcome, Inserted, JobListParams, JobPage, QueueInfo, RateLimitRule,
+    RateLimitState, ScheduleListParams, SchedulePage, ScheduleUpserted, Store,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +62,30 @@ impl Client {
             })?;
         }
         Ok(self.store.job_insert_many(specs).await?)
+    }
+
+    /// Enqueues a flow in one transaction: a job and its children, to any
+    /// depth. Jobs with children start `waiting-children` and run once their
+    /// children have finished. Results are in pre-order (each parent before
+    /// its children).
+    pub async fn flow_insert(&self, flow: FlowSpec) -> Result<Vec<Inserted>> {
+        Ok(self.store.flow_insert(flow).await?)
+    }
+
+    /// A job's children, in enqueue order.
+    pub async fn children(&self, id: &JobId) -> Result<Vec<drover_core::Job>> {
+        Ok(self.store.job_children(id).await?)
+    }
+
+    /// Creates a batch of jobs, with an optional job enqueued once when
+    /// they have all finished; returns its id and size.
+    pub async fn batch_insert(&self, batch: BatchSpec) -> Result<BatchInserted> {
+        Ok(self.store.batch_insert(batch).await?)
+    }
+
+    /// A batch's counts and state, or `None`.
+    pub async fn batch_get(&self, id: &str) -> Result<Option<BatchInfo>> {
+        Ok(self.store.batch_get(id).await?)
     }
 
     /// One job with its attempt history.

@@ -98,6 +98,37 @@ impl JobContext {
         self.client.enqueue(spec).await
     }
 
+    /// Enqueues a child of this job: its `parent_id` is set to this job.
+    /// When this handler then returns successfully while a child is
+    /// unfinished, the job goes to `waiting-children` instead of
+    /// `completed`, and runs again (a new attempt) once every child has
+    /// finished, with [`Self::children_results`] filled. A child's failure
+    /// fails this job unless the child says `on_failure: ignore`.
+    ///
+    /// A handler that fans out tells its first run from the continuation by
+    /// its children: [`Self::children`] is empty on the first run.
+    pub async fn enqueue_child(&self, spec: JobSpec) -> Result<Inserted> {
+        self.client.enqueue(spec.parent_id(self.job.id.clone())).await
+    }
+
+    /// This job's children, in enqueue order, with their states, results
+    /// and errors.
+    pub async fn children(&self) -> Result<Vec<Job>> {
+        self.client.children(&self.job.id).await
+    }
+
+    /// The results of this job's completed children, by child id (children
+    /// that failed or were cancelled are left out; see [`Self::children`]).
+    pub async fn children_results(&self) -> Result<serde_json::Map<String, Value>> {
+        Ok(self
+            .children()
+            .await?
+            .into_iter()
+            .filter(|c| c.state == drover_core::JobState::Completed)
+            .map(|c| (c.id.to_string(), c.result.unwrap_or(Value::Null)))
+            .collect())
+    }
+
     /// A client for anything else (reading other jobs, ...).
     pub fn client(&self) -> &Client {
         &self.client

@@ -6,7 +6,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`client`] | [`Client`]: enqueue, get, list, cancel, retry, logs, subscribe |
+//! | [`client`] | [`Client`]: enqueue, flows, batches, get, list, cancel, retry, logs, subscribe |
 //! | [`events`] | [`EventFilter`] and [`EventStream`]: in-process event streams |
 //! | [`handler`] | the typed [`Job`] trait, [`HandlerError`] |
 //! | [`context`] | [`JobContext`]: what a running handler can see and do |
@@ -56,8 +56,8 @@ pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 /// The job model (`drover_core`): specs, records, states, backoff, events.
 pub use drover_core as model;
 pub use drover_core::{
-    Backoff, Event, EventKind, JobId, JobSpec, JobState, KeyLimit, LogLevel, Progress, QueueConfig, RateLimit,
-    ScheduleSpec,
+    Backoff, BatchSpec, ChildFailure, Event, EventKind, FlowSpec, JobId, JobSpec, JobState, KeyLimit, LogLevel,
+    Progress, QueueConfig, RateLimit, ScheduleSpec,
 };
 /// The embedded SQLite store (`drover_sqlite`).
 pub use drover_sqlite as sqlite;

@@ -1,9 +1,9 @@
 //! `GET /openapi.json` (generated from the handlers' annotations) and
 //! `GET /docs` (Swagger UI, vendored: nothing is fetched from the internet).
 
-use super::{events, health, job_reports, jobs, queues, rate_limits, schedules, workers};
+use super::{batches, events, flows, health, job_reports, jobs, queues, rate_limits, schedules, workers};
 use crate::AppState;
-use crate::dto::{AttemptView, JobSpecBody, JobView, LogView};
+use crate::dto::{AttemptView, BatchView, JobSpecBody, JobView, LogView};
 use crate::error::{ErrorBody, ErrorDetail};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -30,6 +30,9 @@ use utoipa::OpenApi;
         jobs::retry,
         jobs::cancel,
         jobs::children,
+        flows::create,
+        batches::create,
+        batches::show,
         queues::list,
         queues::show,
         queues::configure,
@@ -57,11 +60,12 @@ use utoipa::OpenApi;
         events::sse,
         events::ws,
     ),
-    components(schemas(JobView, AttemptView, LogView, JobSpecBody, ErrorBody, ErrorDetail)),
+    components(schemas(JobView, AttemptView, LogView, JobSpecBody, BatchView, ErrorBody, ErrorDetail)),
     tags(
         (name = "jobs", description = "Enqueue, inspect, cancel and retry jobs"),
         (name = "queues", description = "Queue counts, settings, pause and resume; rate limits and caps per key"),
         (name = "schedules", description = "Cron and interval schedules that enqueue jobs"),
+        (name = "batches", description = "Groups of jobs with aggregate counts and a completion job"),
         (name = "workers", description = "The worker protocol, for workers in any language"),
         (name = "events", description = "Live lifecycle and custom events (SSE, WebSocket)"),
         (name = "operations", description = "Health and readiness"),

@@ -1,7 +1,9 @@
 //! The routes, one module per resource.
 
+mod batches;
 mod docs;
 mod events;
+mod flows;
 mod health;
 mod job_reports;
 mod jobs;
@@ -19,6 +21,8 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(jobs::router())
+        .merge(flows::router())
+        .merge(batches::router())
         // After `jobs`: `/api/jobs/{id}/logs` gets its POST merged into the GET.
         .merge(job_reports::router())
         .merge(queues::router())

@@ -8,10 +8,12 @@
 
 pub mod support;
 
+mod batch;
 mod cancel;
 mod claim;
 mod expire;
 mod finish;
+mod flow;
 mod insert;
 mod lease;
 mod limits;
@@ -24,10 +26,12 @@ mod signal;
 mod stall;
 mod unique;
 
+pub use batch::*;
 pub use cancel::*;
 pub use claim::*;
 pub use expire::*;
 pub use finish::*;
+pub use flow::*;
 pub use insert::*;
 pub use lease::*;
 pub use limits::*;
