@@ -6,10 +6,10 @@
 -- `throttles` holds the flow-control state of one queue (`scope` = 'q:' ||
 -- name) or one key ('k:' || key): the starts of its current rate-limit
 -- window (JSON `StartWindow`, NULL = none), a handler's hold
--- (`held_until`, "rate limited, retry after T"), and `next_change_at`, the
--- next future instant the window or the hold lets a job go, so that a
--- fetcher with nothing to claim knows when to look again without reading
--- the windows. Rows are written by claims of rate-limited scopes and by
+-- (`held_until`, "rate limited, retry after T"), and `next_change_at`, when
+-- the window next changes (its oldest start leaves it), so that a fetcher
+-- with nothing to claim knows when to look again (the earliest future
+-- `held_until` or `next_change_at`) without reading the windows. Rows are written by claims of rate-limited scopes and by
 -- holds only: queues and keys without limits never get one.
 --
 -- `jobs_active_key` counts the active jobs of a key for its concurrency

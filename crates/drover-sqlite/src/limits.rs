@@ -33,18 +33,21 @@ fn key_scope(key: &str) -> String {
 struct Throttle {
     starts: StartWindow,
     held_until: Option<i64>,
+    /// When the window next changes (its oldest start leaves it), as last
+    /// written; kept when a hold rewrites the row without the rate limit.
+    window_change: Option<i64>,
 }
 
 impl Throttle {
     fn read(conn: &Connection, scope: &str) -> StoreResult<Self> {
-        let row: Option<(Option<StartWindow>, Option<i64>)> = conn
-            .prepare_cached("SELECT starts, held_until FROM throttles WHERE scope = ?1")
+        let row: Option<(Option<StartWindow>, Option<i64>, Option<i64>)> = conn
+            .prepare_cached("SELECT starts, held_until, next_change_at FROM throttles WHERE scope = ?1")
             .db()?
-            .query_row([scope], |r| Ok((rows::opt_json(r, 0)?, r.get(1)?)))
+            .query_row([scope], |r| Ok((rows::opt_json(r, 0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .db()?;
-        let (starts, held_until) = row.unwrap_or_default();
-        Ok(Self { starts: starts.unwrap_or_default(), held_until })
+        let (starts, held_until, window_change) = row.unwrap_or_default();
+        Ok(Self { starts: starts.unwrap_or_default(), held_until, window_change })
     }
 
     /// True while a hold keeps the scope from starting anything.
@@ -64,19 +67,17 @@ impl Throttle {
         hold.max(window)
     }
 
-    /// Writes the row back with the next future instant it changes, or
-    /// deletes it when it holds nothing any more.
-    fn write(&self, conn: &Connection, scope: &str, rate: Option<&RateLimit>, now: Timestamp) -> StoreResult<()> {
+    /// Writes the row back (the window's next change recomputed when the
+    /// rate limit is known), or deletes it when it holds nothing any more.
+    fn write(&mut self, conn: &Connection, scope: &str, rate: Option<&RateLimit>, now: Timestamp) -> StoreResult<()> {
         let hold = self.held_until.filter(|&until| until > now.0);
         if hold.is_none() && self.starts.0.is_empty() {
             conn.prepare_cached("DELETE FROM throttles WHERE scope = ?1").db()?.execute([scope]).db()?;
             return Ok(());
         }
-        let window_change = rate.and_then(|limit| self.starts.next_change(limit)).map(|t| t.0);
-        let next_change = match (hold, window_change) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if let Some(limit) = rate {
+            self.window_change = self.starts.next_change(limit).map(|t| t.0);
+        }
         let starts = (!self.starts.0.is_empty()).then(|| rows::to_json(&self.starts));
         conn.prepare_cached(
             "INSERT INTO throttles (scope, starts, held_until, next_change_at) VALUES (?1, ?2, ?3, ?4) \
@@ -84,7 +85,7 @@ impl Throttle {
              next_change_at = excluded.next_change_at",
         )
         .db()?
-        .execute(params![scope, starts, hold, next_change])
+        .execute(params![scope, starts, hold, self.window_change])
         .db()?;
         Ok(())
     }
@@ -122,6 +123,9 @@ struct Allowance {
     taken: u32,
     /// A concurrency cap is what stops it (so a finish must wake fetchers).
     capped: bool,
+    /// Starts left the window when it was read: the row must be rewritten
+    /// even if the claim takes nothing.
+    pruned: bool,
 }
 
 impl Allowance {
@@ -130,6 +134,7 @@ impl Allowance {
     fn new(cap: Option<u32>, active: u64, rate: Option<RateLimit>, mut throttle: Throttle, now: Timestamp) -> Self {
         let mut left: Option<u32> = None;
         let mut capped = false;
+        let mut pruned = false;
         if throttle.held(now) {
             left = Some(0);
         }
@@ -139,16 +144,18 @@ impl Allowance {
             left = Some(left.map_or(free, |l| l.min(free)));
         }
         let window = rate.map(|limit| {
+            let before = throttle.starts.0.len();
             throttle.starts.prune(&limit, now);
+            pruned = throttle.starts.0.len() != before;
             let room = throttle.starts.remaining(&limit);
             left = Some(left.map_or(room, |l| l.min(room)));
             (limit, throttle)
         });
-        Self { left, window, taken: 0, capped }
+        Self { left, window, taken: 0, capped, pruned }
     }
 
     fn unlimited() -> Self {
-        Self { left: None, window: None, taken: 0, capped: false }
+        Self { left: None, window: None, taken: 0, capped: false, pruned: false }
     }
 
     fn allows(&self) -> bool {
@@ -256,7 +263,9 @@ impl Gate {
         for (queue, mut allowance) in self.queues {
             allowance.taken = taken_per_queue.get(queue.as_str()).copied().unwrap_or(0);
             capped |= allowance.capped && !allowance.allows();
-            if let Some((limit, mut throttle)) = allowance.window.take() {
+            if let Some((limit, mut throttle)) = allowance.window.take()
+                && (allowance.taken > 0 || allowance.pruned)
+            {
                 let had_room = throttle.starts.remaining(&limit) > 0;
                 throttle.starts.record(now, allowance.taken);
                 throttle.write(ctx.conn, &queue_scope(&queue), Some(&limit), now)?;
@@ -268,7 +277,7 @@ impl Gate {
         for (key, mut allowance) in self.keys {
             capped |= allowance.capped && !allowance.allows();
             if let Some((limit, mut throttle)) = allowance.window.take()
-                && allowance.taken > 0
+                && (allowance.taken > 0 || allowance.pruned)
             {
                 throttle.starts.record(now, allowance.taken);
                 throttle.write(ctx.conn, &key_scope(&key), Some(&limit), now)?;
@@ -290,42 +299,23 @@ pub(crate) fn hold(ctx: &mut Ctx<'_>, queue: &str, key: Option<&str>, until: Tim
     let now = ctx.now();
     let scope = key.map_or_else(|| queue_scope(queue), key_scope);
     let mut throttle = Throttle::read(ctx.conn, &scope)?;
-    throttle.held_until = throttle.held_until.max(Some(until.0));
-    // The window's own next change is kept: read it back from the row.
-    let window_change: Option<i64> = ctx
-        .conn
-        .prepare_cached("SELECT next_change_at FROM throttles WHERE scope = ?1 AND next_change_at > ?2")
-        .db()?
-        .query_row(params![scope, now.0], |r| r.get(0))
-        .optional()
-        .db()?;
-    let held_until = throttle.held_until.unwrap_or(until.0);
-    let next_change = window_change.map_or(held_until, |w| w.min(held_until));
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO throttles (scope, starts, held_until, next_change_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (scope) DO UPDATE SET held_until = excluded.held_until, \
-             next_change_at = excluded.next_change_at",
-        )
-        .db()?
-        .execute(params![
-            scope,
-            (!throttle.starts.0.is_empty()).then(|| rows::to_json(&throttle.starts)),
-            held_until,
-            next_change
-        ])
-        .db()?;
+    let held_until = throttle.held_until.map_or(until.0, |held| held.max(until.0));
+    throttle.held_until = Some(held_until);
+    throttle.write(ctx.conn, &scope, None, now)?;
     ctx.event(|| throttled_event(queue, Timestamp(held_until), key, now));
     Ok(())
 }
 
 /// The next future instant a window or hold may let a held-back job go.
 pub(crate) fn next_change(conn: &Connection, now: Timestamp) -> StoreResult<Option<Timestamp>> {
-    conn.prepare_cached("SELECT min(next_change_at) FROM throttles WHERE next_change_at > ?1")
-        .db()?
-        .query_row([now.0], |r| r.get::<_, Option<i64>>(0))
-        .db()
-        .map(|at| at.map(Timestamp))
+    conn.prepare_cached(
+        "SELECT min(at) FROM (SELECT held_until AS at FROM throttles WHERE held_until > ?1 \
+         UNION ALL SELECT next_change_at FROM throttles WHERE next_change_at > ?1)",
+    )
+    .db()?
+    .query_row([now.0], |r| r.get::<_, Option<i64>>(0))
+    .db()
+    .map(|at| at.map(Timestamp))
 }
 
 /// Until when `queue` starts nothing (see [`drover_store::QueueInfo`]).

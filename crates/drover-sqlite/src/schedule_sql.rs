@@ -196,16 +196,27 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
     let mut fired = Vec::with_capacity(due.len());
-    let mut advance = conn
-        .prepare_cached("UPDATE schedules SET next_run_at = ?2, last_run_at = ?3, last_job_id = ?4 WHERE id = ?1")
-        .db()?;
     for schedule in due {
         let tick = schedule.next_run_at;
         let spec = &schedule.spec;
         // Ticks missed meanwhile collapse into this run: the next one is
-        // the first strictly after now, on the interval's grid.
-        let next_run_at = match spec.validate().and_then(|rule| rule.next_after(now, Some(tick))) {
-            Ok(next) => next,
+        // the first strictly after now, on the interval's grid. The insert
+        // runs in a savepoint, so one schedule that cannot fire (its rule
+        // no longer parses, or its job is refused, e.g. a `batch_id` of a
+        // batch that completed) is pushed back instead of failing the
+        // others.
+        let outcome =
+            spec.validate().and_then(|rule| rule.next_after(now, Some(tick))).map_err(StoreError::from).and_then(
+                |next_run_at| {
+                    ctx.isolated(|ctx| {
+                        let (_, rows) = job_sql::prepare_insert(vec![spec.job_for_tick(tick)])?;
+                        let outcome = job_sql::insert(ctx, &rows)?.pop();
+                        Ok((next_run_at, outcome))
+                    })
+                },
+            );
+        let (next_run_at, outcome) = match outcome {
+            Ok(done) => done,
             Err(e) => {
                 tracing::warn!(schedule = %spec.id, error = %e, "a stored schedule cannot fire; skipping it for now");
                 conn.prepare_cached("UPDATE schedules SET next_run_at = ?2 WHERE id = ?1")
@@ -215,8 +226,6 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
                 continue;
             }
         };
-        let (_, rows) = job_sql::prepare_insert(vec![spec.job_for_tick(tick)])?;
-        let outcome = job_sql::insert(ctx, &rows)?.pop();
         let (job_id, duplicate) = match outcome {
             Some(InsertOutcome::New { .. }) => (spec.job_id_for_tick(tick), false),
             // The tick's job exists (another scheduler fired it), or the
@@ -224,7 +233,10 @@ pub(crate) fn fire_due(ctx: &mut Ctx<'_>) -> StoreResult<Vec<ScheduleFired>> {
             Some(InsertOutcome::Duplicate(job)) => (job.id, true),
             None => return Err(StoreError::Backend("an insert returned no outcome".into())),
         };
-        advance.execute(params![spec.id, next_run_at.0, tick.0, job_id.as_str()]).db()?;
+        conn.prepare_cached("UPDATE schedules SET next_run_at = ?2, last_run_at = ?3, last_job_id = ?4 WHERE id = ?1")
+            .db()?
+            .execute(params![spec.id, next_run_at.0, tick.0, job_id.as_str()])
+            .db()?;
         fired.push(ScheduleFired { schedule_id: spec.id.clone(), tick, job_id, duplicate, next_run_at });
     }
     Ok(fired)

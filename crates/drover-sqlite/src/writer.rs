@@ -314,12 +314,15 @@ impl WriterThread {
         // quarter of the throughput of small commands. Commands rarely fail,
         // so the batch runs bare and only a batch with a failure is rolled
         // back and run again, each command in its own savepoint.
+        let cap_waiters_before = *ctx.cap_waiters;
         let mut outcome = exec(ctx.conn, "BEGIN IMMEDIATE").map_err(store_error);
         if outcome.is_ok() && !calls.iter_mut().all(|call| call.apply(&mut ctx)) {
             self.counters.isolated_batches.fetch_add(1, Ordering::Relaxed);
             ctx.events.clear();
             ctx.ready = false;
             ctx.counts.clear();
+            // A finish of the rolled-back pass may have used up the flag.
+            *ctx.cap_waiters = cap_waiters_before;
             outcome = exec(ctx.conn, "ROLLBACK")
                 .and_then(|()| exec(ctx.conn, "BEGIN IMMEDIATE"))
                 .map_err(store_error)
@@ -367,6 +370,7 @@ impl WriterThread {
             }
             Err(err) => {
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.cap_waiters = cap_waiters_before;
                 if !self.conn.is_autocommit()
                     && let Err(e) = self.conn.execute_batch("ROLLBACK")
                 {
@@ -491,12 +495,9 @@ impl Command {
 }
 
 /// Applies one command inside a savepoint; on error rolls it back and
-/// forgets the events and wake-up it had recorded.
+/// forgets what it had recorded (see [`Mark`]).
 fn apply_isolated(ctx: &mut Ctx<'_>, call: &mut dyn Pending) {
-    let (events_mark, ready_mark) = (ctx.events.len(), ctx.ready);
-    // A copy, only on this rare path, to forget the command's count changes
-    // if it rolls back.
-    let counts_mark = ctx.counts.clone();
+    let mark = ctx.mark();
     if let Err(e) = exec(ctx.conn, "SAVEPOINT cmd") {
         call.fail(store_error(e));
         return;
@@ -511,9 +512,58 @@ fn apply_isolated(ctx: &mut Ctx<'_>, call: &mut dyn Pending) {
     if exec(ctx.conn, "ROLLBACK TO cmd").and_then(|()| exec(ctx.conn, "RELEASE cmd")).is_err() {
         ctx.poisoned = true;
     }
-    ctx.events.truncate(events_mark);
-    ctx.ready = ready_mark;
-    ctx.counts = counts_mark;
+    ctx.restore(mark);
+}
+
+/// What a [`Ctx`] had recorded at one point: its events, wake-up, count
+/// changes and the cap flag, to restore when the work after it rolls back.
+struct Mark {
+    events: usize,
+    ready: bool,
+    /// A copy, taken only on the rare paths that may roll back.
+    counts: CountDeltas,
+    cap_waiters: bool,
+}
+
+impl Ctx<'_> {
+    fn mark(&self) -> Mark {
+        Mark {
+            events: self.events.len(),
+            ready: self.ready,
+            counts: self.counts.clone(),
+            cap_waiters: *self.cap_waiters,
+        }
+    }
+
+    fn restore(&mut self, mark: Mark) {
+        self.events.truncate(mark.events);
+        self.ready = mark.ready;
+        self.counts = mark.counts;
+        *self.cap_waiters = mark.cap_waiters;
+    }
+
+    /// Runs `part` of a command in a savepoint: when it fails, its rows,
+    /// events, count changes and wake-ups are undone and its error is
+    /// returned, while the rest of the command (and the batch) goes on. For
+    /// work that must not sink the command it belongs to (firing one of
+    /// several schedules).
+    pub fn isolated<T>(&mut self, part: impl FnOnce(&mut Self) -> StoreResult<T>) -> StoreResult<T> {
+        let mark = self.mark();
+        exec(self.conn, "SAVEPOINT part").map_err(store_error)?;
+        match part(self) {
+            Ok(value) => {
+                exec(self.conn, "RELEASE part").map_err(store_error)?;
+                Ok(value)
+            }
+            Err(e) => {
+                if exec(self.conn, "ROLLBACK TO part").and_then(|()| exec(self.conn, "RELEASE part")).is_err() {
+                    self.poisoned = true;
+                }
+                self.restore(mark);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Runs a parameterless statement through the statement cache.

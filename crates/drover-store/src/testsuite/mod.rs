@@ -154,6 +154,7 @@ macro_rules! conformance_suite {
                 rate_limited_failure_holds_queue,
                 cap_release_wakes_fetchers,
                 rate_limit_rules_crud,
+                hold_end_survives_window_change,
                 // schedule.rs
                 schedule_interval_fires_each_tick,
                 schedule_raced_by_two_schedulers_enqueues_each_tick_once,
@@ -166,6 +167,7 @@ macro_rules! conformance_suite {
                 schedule_list_pages_and_next_due,
                 schedule_pause_and_resume,
                 schedule_unique_key_skips_while_unfinished,
+                schedule_refused_job_does_not_stop_others,
                 // flow.rs
                 flow_three_levels_finish_in_order,
                 flow_child_failure_fails_parent,

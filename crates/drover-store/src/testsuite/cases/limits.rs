@@ -307,3 +307,22 @@ pub async fn rate_limit_rules_crud(make: Factory) {
     let bad = QueueConfig { rate_limit: Some(rate(5, 0)), ..QueueConfig::default() };
     assert_invalid(t.store.queue_config_set("q", bad).await, Some("rate_limit"));
 }
+
+/// A key held back by "rate limited" while its rate window also holds
+/// starts: once the window has moved on, sleeping fetchers (of any queue)
+/// are still told when the hold ends.
+pub async fn hold_end_survives_window_change(make: Factory) {
+    let t = fresh(make).await;
+    set_key(&t, "k", None, Some(rate(5, 1_000))).await;
+    insert_one(&t, spec("a").rate_limit_key("k")).await;
+    insert_one(&t, JobSpec::new("other", "b").rate_limit_key("k")).await;
+    let start = t.clock_now();
+    let a = claim(&t, &["q"], 1).await.pop().unwrap();
+    finish_fail(&t, &a, FailureReport::rate_limited(JobError::new("429"), Duration::from_secs(5))).await;
+    assert_eq!(t.store.job_next_due(&["other".into()]).await.unwrap(), Some(start.plus_ms(1_000)), "the window");
+    advance_ms(&t, 1_500);
+    claim_none(&t, "other").await;
+    assert_eq!(t.store.job_next_due(&["other".into()]).await.unwrap(), Some(start.plus_ms(5_000)), "the hold");
+    advance_ms(&t, 3_500);
+    assert_eq!(claim(&t, &["other"], 10).await.len(), 1);
+}

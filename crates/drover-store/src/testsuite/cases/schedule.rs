@@ -283,3 +283,22 @@ pub async fn schedule_unique_key_skips_while_unfinished(make: Factory) {
     assert_eq!((schedule.last_run_at, schedule.last_job_id), (Some(START.plus_ms(2_000)), Some(first.job_id)));
     assert_eq!(counts(&t, "q").await.total(), 1);
 }
+
+/// A schedule whose job is refused (its template joins a batch that has
+/// completed) is pushed back and fires nothing, while the other schedules
+/// due at the same time fire as usual: one bad schedule never stops the
+/// others.
+pub async fn schedule_refused_job_does_not_stop_others(make: Factory) {
+    let t = fresh(make).await;
+    let done = t.store.batch_insert(drover_core::BatchSpec { jobs: Vec::new(), on_complete: None }).await.unwrap();
+    let bad = ScheduleSpec::every_ms("bad", 1_000, spec("tick").batch_id(done.id.clone()));
+    t.store.schedule_upsert(bad).await.unwrap();
+    t.store.schedule_upsert(every("good", 1_000)).await.unwrap();
+    advance_ms(&t, 1_000);
+    let fired = fire(&t).await;
+    assert_eq!(fired.iter().map(|f| f.schedule_id.as_str()).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(job_ids(&t).await, [format!("sched:good:{}", START.0 + 1_000)]);
+    let bad = t.store.schedule_get("bad").await.unwrap().unwrap();
+    assert!(bad.next_run_at > t.clock_now().plus_ms(60_000), "pushed back: {:?}", bad.next_run_at);
+    assert_eq!(counts(&t, "q").await.total(), 1, "the refused job left nothing behind");
+}
