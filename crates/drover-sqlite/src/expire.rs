@@ -39,6 +39,7 @@ pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
     }
     let error = JobError::with_code(EXPIRED, "not started before its expires_at");
     let error_json = to_json(&error);
+    let mut expired = 0;
     for (seq, id, queue, state, batch_id, parent_id) in &due {
         // A job of this list may have ended meanwhile (failed by one of its
         // children through the flow hook): only a job still unstarted expires.
@@ -54,6 +55,7 @@ pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
         if changed == 0 {
             continue;
         }
+        expired += 1;
         ctx.counts.moved(queue, *state, JobState::Failed);
         let id = JobId::from_trusted(id.clone());
         ctx.event(|| {
@@ -68,5 +70,5 @@ pub(crate) fn expire_due(ctx: &mut Ctx<'_>) -> StoreResult<u64> {
         };
         crate::flow::ended(ctx, ended)?;
     }
-    Ok(due.len() as u64)
+    Ok(expired)
 }

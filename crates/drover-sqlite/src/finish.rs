@@ -154,8 +154,8 @@ fn complete(ctx: &mut Ctx<'_>, id: &JobId, lease: i64, value: &Value) -> StoreRe
     };
     ctx.conn
         .prepare_cached(
-            "UPDATE jobs SET state = ?1, result = ?2, finished_at = ?3, lease_token = NULL, lease_expires_at = NULL \
-             WHERE seq = ?4",
+            "UPDATE jobs SET state = ?1, result = ?2, finished_at = ?3, lease_token = NULL, lease_expires_at = NULL, \
+             fanned_out = 0 WHERE seq = ?4",
         )
         .db()?
         .execute(params![state.as_str(), result, now.0, ending.seq])
@@ -244,7 +244,7 @@ fn fail(
         lease,
         active_sql!(
             "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, attempts_made, max_attempts, \
-             backoff, cancel_requested, pending_children, rate_limit_key"
+             backoff, cancel_requested, pending_children, rate_limit_key, failed_child"
         ),
         |r| {
             Ok((
@@ -255,14 +255,20 @@ fn fail(
                 r.get::<_, bool>(10)?,
                 r.get::<_, i64>(11)? > 0,
                 r.get::<_, Option<String>>(12)?,
+                r.get::<_, Option<String>>(13)?,
             ))
         },
     )?;
-    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, has_pending, key)) = row else {
+    let Some((ending, attempts_made, max_attempts, backoff, cancel_requested, has_pending, key, failed_child)) = row
+    else {
         return Ok(Err(StoreError::LeaseLost(id.to_string())));
     };
+    // A child failed under `fail_parent` while this ran: however the run
+    // ends (short of a cancel), the parent fails with `child_failed`, as
+    // when its handler returns successfully (ADR 0007).
+    let child_error = failed_child.filter(|_| !cancel_requested).map(|c| crate::flow::child_failed_error(&c, None));
     let Some(report) = report else {
-        return release(ctx, id, ending, attempts_made, cancel_requested, has_pending).map(Ok);
+        return release(ctx, id, ending, attempts_made, cancel_requested, has_pending, child_error).map(Ok);
     };
     let decision = decide_failure(report, attempts_made, max_attempts, &backoff, now, fastrand::f64());
     // (state, attempts_made, run_at, outcome, event)
@@ -285,8 +291,12 @@ fn fail(
     // A parent whose children it enqueued are still running retries after
     // them (released at its `run_at`), not beside them; see ADR 0007.
     let state = if state == JobState::Delayed && has_pending { JobState::WaitingChildren } else { state };
+    let (state, run_at, kind) =
+        if child_error.is_some() { (JobState::Failed, None, EventKind::Failed) } else { (state, run_at, kind) };
     let finished_at = state.is_finished().then_some(now.0);
+    // The handler's own error stays in the attempt history.
     let error = to_json(&report.error);
+    let job_error = child_error.as_ref().map(to_json);
     // `fanned_out` belongs to the run that ends here: the next run decides
     // afresh whether it fans out.
     ctx.conn
@@ -295,7 +305,14 @@ fn fail(
              finished_at = ?5, lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
         )
         .db()?
-        .execute(params![state.as_str(), attempts, run_at.map(|t| t.0), error, finished_at, ending.seq])
+        .execute(params![
+            state.as_str(),
+            attempts,
+            run_at.map(|t| t.0),
+            job_error.as_deref().unwrap_or(&error),
+            finished_at,
+            ending.seq
+        ])
         .db()?;
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, Some(&error))?;
@@ -307,9 +324,10 @@ fn fail(
         ctx.ready = true;
     }
     ctx.event(|| {
-        let data = match run_at {
-            Some(at) => json!({ "error": report.error, "run_at": at }),
-            None => json!({ "error": report.error }),
+        let data = match (run_at, &child_error) {
+            (Some(at), _) => json!({ "error": report.error, "run_at": at }),
+            (None, Some(child_error)) => json!({ "error": child_error }),
+            (None, None) => json!({ "error": report.error }),
         };
         PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, data)
     });
@@ -320,7 +338,8 @@ fn fail(
 }
 
 /// A worker handing a job back unfinished: `waiting` again at once, the
-/// attempt handed back; `cancelled` if a cancel was asked for meanwhile.
+/// attempt handed back; `cancelled` if a cancel was asked for meanwhile;
+/// `failed` with `child_error` if a child failed it meanwhile.
 fn release(
     ctx: &mut Ctx<'_>,
     id: &JobId,
@@ -328,10 +347,13 @@ fn release(
     attempts_made: u32,
     cancel_requested: bool,
     has_pending: bool,
+    child_error: Option<JobError>,
 ) -> StoreResult<Finished> {
     let now = ctx.now();
     let (state, attempts, outcome, kind) = if cancel_requested {
         (JobState::Cancelled, attempts_made, AttemptOutcome::Cancelled, EventKind::Cancelled)
+    } else if child_error.is_some() {
+        (JobState::Failed, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Failed)
     } else if has_pending {
         // Handed back while its children run: it waits for them first.
         (JobState::WaitingChildren, attempts_made.saturating_sub(1), AttemptOutcome::Released, EventKind::Waiting)
@@ -341,16 +363,23 @@ fn release(
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET state = ?1, attempts_made = ?2, finished_at = ?3, lease_token = NULL, \
-             lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?4",
+             lease_expires_at = NULL, fanned_out = 0, error = coalesce(?5, error) WHERE seq = ?4",
         )
         .db()?
-        .execute(params![state.as_str(), attempts, state.is_finished().then_some(now.0), ending.seq])
+        .execute(params![
+            state.as_str(),
+            attempts,
+            state.is_finished().then_some(now.0),
+            ending.seq,
+            child_error.as_ref().map(to_json)
+        ])
         .db()?;
     ctx.counts.moved(&ending.queue, JobState::Active, state);
     append_attempt(ctx, &ending, now, outcome, None)?;
     ctx.ready |= state == JobState::Waiting;
     if state != JobState::WaitingChildren {
-        ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, Value::Null));
+        let data = child_error.map_or(Value::Null, |error| json!({ "error": error }));
+        ctx.event(|| PendingEvent::job(kind, id, &ending.queue, ending.batch_id.as_deref(), now, data));
     }
     if state.is_finished() {
         crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
@@ -387,11 +416,12 @@ fn append_attempt(
 /// [`drover_store::Store::job_rescue_expired`].
 pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
     let now = ctx.now();
-    let expired: Vec<(Ending, String, u32, u32, bool, i64, bool)> = ctx
+    type Expired = (Ending, String, u32, u32, bool, i64, bool, Option<String>);
+    let expired: Vec<Expired> = ctx
         .conn
         .prepare_cached(
             "SELECT seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, id, stalls, max_stalls, \
-             cancel_requested, lease_token, pending_children FROM jobs WHERE state = 'active' \
+             cancel_requested, lease_token, pending_children, failed_child FROM jobs WHERE state = 'active' \
              AND lease_expires_at <= ?1 ORDER BY lease_expires_at",
         )
         .db()?
@@ -404,6 +434,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
                 r.get(10)?,
                 r.get(11)?,
                 r.get::<_, i64>(12)? > 0,
+                r.get(13)?,
             ))
         })
         .db()?
@@ -411,15 +442,21 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         .db()?;
 
     let mut report = RescueReport::default();
-    for (ending, id, stalls, max_stalls, cancel_requested, lease, has_pending) in expired {
+    for (ending, id, stalls, max_stalls, cancel_requested, lease, has_pending, failed_child) in expired {
         // The lease ends here; its row hint would only take up room.
         ctx.leases.take(lease);
         let id = JobId::from_trusted(id);
         let stalls = stalls + 1;
         let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {stalls})"));
-        let error_json = to_json(&stall_error);
         let decision = decide_stall(stalls, max_stalls, cancel_requested);
+        // A parent a child failed while it ran fails instead of running
+        // again (ADR 0007); the stall stays in its attempt history.
+        let child_error = match (&failed_child, decision) {
+            (Some(child), StallDecision::Requeue) => Some(crate::flow::child_failed_error(child, None)),
+            _ => None,
+        };
         let (state, hand_back, kind) = match decision {
+            StallDecision::Requeue if child_error.is_some() => (JobState::Failed, 1, EventKind::Failed),
             // A parent whose children still run waits for them first.
             StallDecision::Requeue if has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
             StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
@@ -427,6 +464,8 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
         };
         let finished_at = state.is_finished().then_some(now.0);
+        let error_json = to_json(&stall_error);
+        let job_error = child_error.as_ref().map(to_json);
         ctx.conn
             .prepare_cached(
                 "UPDATE jobs SET state = ?1, stalls = ?2, attempts_made = attempts_made - ?3, \
@@ -434,7 +473,14 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
                  lease_token = NULL, lease_expires_at = NULL, fanned_out = 0 WHERE seq = ?6",
             )
             .db()?
-            .execute(params![state.as_str(), stalls, hand_back, error_json, finished_at, ending.seq])
+            .execute(params![
+                state.as_str(),
+                stalls,
+                hand_back,
+                job_error.as_deref().unwrap_or(&error_json),
+                finished_at,
+                ending.seq
+            ])
             .db()?;
         ctx.counts.moved(&ending.queue, JobState::Active, state);
         append_attempt(ctx, &ending, now, AttemptOutcome::Stalled, Some(&error_json))?;
@@ -443,7 +489,11 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
         ctx.event(|| {
             PendingEvent::job(EventKind::Stalled, &id, &ending.queue, batch, now, json!({ "stalls": stalls }))
         });
-        let data = if decision == StallDecision::Dead { json!({ "error": stall_error }) } else { Value::Null };
+        let data = match (&child_error, decision) {
+            (Some(error), _) => json!({ "error": error }),
+            (None, StallDecision::Dead) => json!({ "error": stall_error }),
+            (None, _) => Value::Null,
+        };
         if state != JobState::WaitingChildren {
             ctx.event(|| PendingEvent::job(kind, &id, &ending.queue, batch, now, data));
         }
@@ -451,6 +501,7 @@ pub(crate) fn rescue(ctx: &mut Ctx<'_>) -> StoreResult<RescueReport> {
             crate::flow::ended(ctx, ending.ended(id.as_str(), state))?;
         }
         match decision {
+            StallDecision::Requeue if state == JobState::Failed => report.failed.push(id),
             StallDecision::Requeue => {
                 ctx.ready |= state == JobState::Waiting;
                 report.requeued.push(id);

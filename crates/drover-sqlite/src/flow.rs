@@ -40,34 +40,28 @@ pub(crate) fn ended(ctx: &mut Ctx<'_>, job: EndedJob<'_>) -> StoreResult<()> {
     ended_slow(ctx, job)
 }
 
+/// One loop from the job itself up the tree: a failure climbs one parent
+/// at a time, in a loop rather than by recursion, since the depth of a tree
+/// built with `parent_id` is unbounded and the writer thread's stack is not.
 #[inline(never)]
 fn ended_slow(ctx: &mut Ctx<'_>, job: EndedJob<'_>) -> StoreResult<()> {
-    let mut failed = match job.parent_id {
-        Some(parent) => child_ended(ctx, &job, parent)?,
+    let mut failed = one_ended(ctx, &job)?;
+    while let Some(parent) = failed.take() {
+        failed = one_ended(ctx, &parent.ended())?;
+    }
+    Ok(())
+}
+
+/// Tells `job`'s parent and batch; the parent, if this failed it.
+fn one_ended(ctx: &mut Ctx<'_>, job: &EndedJob<'_>) -> StoreResult<Option<Parent>> {
+    let failed = match job.parent_id {
+        Some(parent) => child_ended(ctx, job, parent)?,
         None => None,
     };
     if let Some(batch) = job.batch_id {
         batch_job_ended(ctx, batch, job.state)?;
     }
-    // A failure climbs the tree one parent at a time, in a loop rather than
-    // by recursion: the depth of a tree built with `parent_id` is unbounded,
-    // the writer thread's stack is not.
-    while let Some(parent) = failed.take() {
-        let job = EndedJob {
-            seq: parent.seq,
-            id: &parent.id,
-            parent_id: parent.parent_id.as_deref(),
-            batch_id: parent.batch_id.as_deref(),
-            state: JobState::Failed,
-        };
-        if let Some(grandparent) = job.parent_id {
-            failed = child_ended(ctx, &job, grandparent)?;
-        }
-        if let Some(batch) = job.batch_id {
-            batch_job_ended(ctx, batch, JobState::Failed)?;
-        }
-    }
-    Ok(())
+    Ok(failed)
 }
 
 /// A parent as [`child_ended`] reads it after counting its child off.
@@ -80,6 +74,19 @@ struct Parent {
     parent_id: Option<String>,
     batch_id: Option<String>,
     run_at: i64,
+}
+
+impl Parent {
+    /// The hook's view of a parent its child just failed.
+    fn ended(&self) -> EndedJob<'_> {
+        EndedJob {
+            seq: self.seq,
+            id: &self.id,
+            parent_id: self.parent_id.as_deref(),
+            batch_id: self.batch_id.as_deref(),
+            state: JobState::Failed,
+        }
+    }
 }
 
 /// Counts `child` off its parent; the parent, if the child's failure
@@ -190,9 +197,34 @@ pub(crate) fn child_failed_error(child_id: &str, child_state: Option<JobState>) 
     }
 }
 
-/// An insert with `parent_id`: checks the parent and counts the child in.
-/// A `waiting` or `delayed` parent waits for it (`waiting-children`).
+/// An insert with `parent_id`: checks the parent and counts the child in
+/// ([`count_child_in`]).
 pub(crate) fn attach_child(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<()> {
+    match count_child_in(ctx, parent_id)? {
+        Attach::Counted => Ok(()),
+        Attach::Missing => Err(StoreError::invalid("parent_id", format!("no job with id `{parent_id}`"))),
+        Attach::Finished(state) => Err(StoreError::InvalidState {
+            state,
+            message: format!("parent job {parent_id} has finished and cannot take children"),
+        }),
+    }
+}
+
+/// What [`count_child_in`] found.
+enum Attach {
+    /// The parent counts one unfinished child more.
+    Counted,
+    /// No job with that id (never stored, or removed by retention).
+    Missing,
+    /// The parent has finished: nothing changed.
+    Finished(JobState),
+}
+
+/// One unfinished child more for an unfinished parent, whether the child is
+/// new (an insert) or back (a manual retry). A `waiting` or `delayed`
+/// parent waits for it (`waiting-children`); a running one runs again
+/// after it (`fanned_out`).
+fn count_child_in(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<Attach> {
     let found: Option<(i64, JobState, String)> = ctx
         .conn
         .prepare_cached("SELECT seq, state, queue FROM jobs WHERE id = ?1")
@@ -200,14 +232,9 @@ pub(crate) fn attach_child(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<()
         .query_row([parent_id], |r| Ok((r.get(0)?, rows::state(r, 1)?, r.get(2)?)))
         .optional()
         .db()?;
-    let Some((seq, state, queue)) = found else {
-        return Err(StoreError::invalid("parent_id", format!("no job with id `{parent_id}`")));
-    };
+    let Some((seq, state, queue)) = found else { return Ok(Attach::Missing) };
     if state.is_finished() {
-        return Err(StoreError::InvalidState {
-            state,
-            message: format!("parent job {parent_id} has finished and cannot take children"),
-        });
+        return Ok(Attach::Finished(state));
     }
     let moves = matches!(state, JobState::Waiting | JobState::Delayed);
     let new_state = if moves { JobState::WaitingChildren } else { state };
@@ -225,7 +252,7 @@ pub(crate) fn attach_child(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<()
     if moves {
         ctx.counts.moved(&queue, state, JobState::WaitingChildren);
     }
-    Ok(())
+    Ok(Attach::Counted)
 }
 
 /// An insert with a `batch_id` naming a batch: one job more in it. A
@@ -247,12 +274,18 @@ pub(crate) fn batch_add(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn batch_job_ended(ctx: &mut Ctx<'_>, batch_id: &str, state: JobState) -> StoreResult<()> {
-    let (c, f, x) = match state {
+/// The batch counters a job in final `state` adds to: (completed, failed,
+/// cancelled).
+fn tally(state: JobState) -> (i64, i64, i64) {
+    match state {
         JobState::Completed => (1, 0, 0),
         JobState::Failed => (0, 1, 0),
         _ => (0, 0, 1),
-    };
+    }
+}
+
+fn batch_job_ended(ctx: &mut Ctx<'_>, batch_id: &str, state: JobState) -> StoreResult<()> {
+    let (c, f, x) = tally(state);
     let found = ctx
         .conn
         .prepare_cached(
@@ -272,6 +305,14 @@ fn batch_job_ended(ctx: &mut Ctx<'_>, batch_id: &str, state: JobState) -> StoreR
 /// Every job of the batch has finished, for the first time: mark it,
 /// insert its completion job, announce it. `completed_at` is the guard that
 /// makes this happen once.
+///
+/// The completion job cannot fail the command that ended the batch's last
+/// job: it is inserted in a savepoint of its own, and if that insert fails
+/// (a spec stored before `batch_insert` refused `parent_id` and `batch_id`
+/// in it, or one that no longer decodes) it is rolled back, logged, and
+/// reported in `batch:completed` (`on_complete_error`); the batch completes
+/// without it. Otherwise one bad batch would keep its last job `active`
+/// and fail every stall rescue after it for good.
 pub(crate) fn batch_complete(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<()> {
     let now = ctx.now();
     let (on_complete, total, completed, failed, cancelled): (Option<String>, i64, i64, i64, i64) = ctx
@@ -283,36 +324,77 @@ pub(crate) fn batch_complete(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<(
         .db()?
         .query_row(params![batch_id, now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .db()?;
-    let mut on_complete_id = None;
+    let (mut on_complete_id, mut on_complete_error) = (None, None);
     if let Some(spec) = on_complete {
-        let spec: JobSpec = serde_json::from_str(&spec)
-            .map_err(|e| StoreError::Backend(format!("batch {batch_id}: stored on_complete does not decode: {e}")))?;
+        match insert_on_complete(ctx, batch_id, &spec)? {
+            Ok(id) => on_complete_id = Some(id),
+            Err(e) => {
+                tracing::warn!(batch = %batch_id, error = %e, "the batch completed but its on_complete job could not be inserted");
+                on_complete_error = Some(e.to_string());
+            }
+        }
+    }
+    ctx.event(|| {
+        let mut data = json!({
+            "id": batch_id, "total": total, "completed": completed, "failed": failed,
+            "cancelled": cancelled, "on_complete_id": on_complete_id,
+        });
+        if let Some(error) = on_complete_error {
+            data["on_complete_error"] = json!(error);
+        }
+        PendingEvent {
+            kind: EventKind::BatchCompleted,
+            job_id: None,
+            queue: None,
+            batch_id: Some(batch_id.to_owned()),
+            at: now,
+            data,
+        }
+    });
+    Ok(())
+}
+
+/// Inserts a batch's completion job in the savepoint `on_complete` and
+/// records its id on the batch: the outer error only when the savepoint
+/// itself cannot be handled, the inner one for an insert that failed and
+/// was rolled back.
+///
+/// Rolling back undoes the rows, the count changes and the wake-up. Events
+/// cannot be taken back from here, and need not be: a one-row insert
+/// records its event only after every check of the row has passed, and the
+/// update of the batch row after it fails only on a broken database.
+fn insert_on_complete(ctx: &mut Ctx<'_>, batch_id: &str, spec: &str) -> StoreResult<StoreResult<String>> {
+    ctx.conn.execute_batch("SAVEPOINT on_complete").db()?;
+    let (counts_mark, ready_mark) = (ctx.counts.clone(), ctx.ready);
+    let inserted = (|| {
+        let spec: JobSpec = serde_json::from_str(spec)
+            .map_err(|e| StoreError::Backend(format!("the stored on_complete does not decode: {e}")))?;
         let (jobs, rows) = job_sql::prepare_insert(vec![spec])?;
-        job_sql::insert(ctx, &rows)?;
-        let id = jobs[0].id.to_string();
+        let outcome = job_sql::insert(ctx, &rows)?.pop();
+        // A unique-key duplicate is the job that already exists.
+        let id = match outcome {
+            Some(job_sql::InsertOutcome::Duplicate(existing)) => existing.id.to_string(),
+            _ => jobs[0].id.to_string(),
+        };
         ctx.conn
             .prepare_cached("UPDATE batches SET on_complete_id = ?2 WHERE id = ?1")
             .db()?
             .execute(params![batch_id, id])
             .db()?;
-        on_complete_id = Some(id);
+        Ok(id)
+    })();
+    if inserted.is_err() {
+        ctx.conn.execute_batch("ROLLBACK TO on_complete").db()?;
+        ctx.counts = counts_mark;
+        ctx.ready = ready_mark;
     }
-    ctx.event(|| PendingEvent {
-        kind: EventKind::BatchCompleted,
-        job_id: None,
-        queue: None,
-        batch_id: Some(batch_id.to_owned()),
-        at: now,
-        data: json!({
-            "id": batch_id, "total": total, "completed": completed, "failed": failed,
-            "cancelled": cancelled, "on_complete_id": on_complete_id,
-        }),
-    });
-    Ok(())
+    ctx.conn.execute_batch("RELEASE on_complete").db()?;
+    Ok(inserted)
 }
 
 /// A manual retry took a finished job back: its batch counts it as
-/// unfinished again, and a parent still waiting for children waits for it.
+/// unfinished again, and an unfinished parent counts it in again, as for a
+/// new child ([`count_child_in`]).
 pub(crate) fn retried(
     ctx: &mut Ctx<'_>,
     from: JobState,
@@ -320,11 +402,7 @@ pub(crate) fn retried(
     batch_id: Option<&str>,
 ) -> StoreResult<()> {
     if let Some(batch) = batch_id {
-        let (c, f, x) = match from {
-            JobState::Completed => (1, 0, 0),
-            JobState::Failed => (0, 1, 0),
-            _ => (0, 0, 1),
-        };
+        let (c, f, x) = tally(from);
         ctx.conn
             .prepare_cached(
                 "UPDATE batches SET completed = completed - ?2, failed = failed - ?3, cancelled = cancelled - ?4 \
@@ -335,19 +413,15 @@ pub(crate) fn retried(
             .db()?;
     }
     if let Some(parent) = parent_id {
-        ctx.conn
-            .prepare_cached(
-                "UPDATE jobs SET pending_children = pending_children + 1 WHERE id = ?1 AND state = 'waiting-children'",
-            )
-            .db()?
-            .execute([parent.as_str()])
-            .db()?;
+        // A finished or removed parent has nothing to wait for.
+        count_child_in(ctx, parent.as_str())?;
     }
     Ok(())
 }
 
 /// [`drover_store::Store::batch_insert`] in the writer: the batch row, then
-/// its jobs (each counted in by [`batch_add`]).
+/// its jobs (each counted in by [`batch_add`]). A batch none of whose jobs
+/// was inserted (none given, or all duplicates) is complete at once.
 pub(crate) fn batch_insert(
     ctx: &mut Ctx<'_>,
     id: &str,
@@ -360,7 +434,7 @@ pub(crate) fn batch_insert(
         .execute(params![id, on_complete, ctx.now().0])
         .db()?;
     let out = job_sql::insert(ctx, rows)?;
-    if rows.is_empty() {
+    if out.iter().all(|o| matches!(o, job_sql::InsertOutcome::Duplicate(_))) {
         batch_complete(ctx, id)?;
     }
     Ok(out)

@@ -227,7 +227,41 @@ pub(crate) fn insert(ctx: &mut Ctx<'_>, rows: &[NewRow]) -> StoreResult<Vec<Inse
         ctx.ready = true;
         out.push(InsertOutcome::New { now, run_at, state });
     }
+    drop(insert);
+    release_childless(ctx, rows, &mut out, now)?;
     Ok(out)
+}
+
+/// A parent of a flow is inserted `waiting-children` and counted in by
+/// each child inserted after it; a child that is a duplicate (an existing
+/// id or unique key) stays where it was and is not counted. A new parent
+/// whose children were all duplicates would wait for nothing, forever: it
+/// starts `waiting` (or `delayed`) instead, as if it had none.
+fn release_childless(ctx: &mut Ctx<'_>, rows: &[NewRow], out: &mut [InsertOutcome], now: Timestamp) -> StoreResult<()> {
+    for (row, outcome) in rows.iter().zip(out.iter_mut()) {
+        let InsertOutcome::New { run_at, state, .. } = outcome else { continue };
+        if row.children == 0 {
+            continue;
+        }
+        let released = if *run_at > now { JobState::Delayed } else { JobState::Waiting };
+        let changed = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?1 WHERE id = ?2 AND state = 'waiting-children' AND pending_children = 0",
+            )
+            .db()?
+            .execute(params![released.as_str(), row.id])
+            .db()?;
+        if changed == 0 {
+            continue;
+        }
+        *state = released;
+        ctx.counts.moved(&row.queue, JobState::WaitingChildren, released);
+        let kind = if released == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+        let id = JobId::from_trusted(row.id.clone());
+        ctx.event(|| PendingEvent::job(kind, &id, &row.queue, row.batch_id.as_deref(), now, Value::Null));
+    }
+    Ok(())
 }
 
 /// The job that makes `row` a duplicate by its `unique_key` (the newest
@@ -444,19 +478,23 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, id: &JobId) -> StoreResult<Job> {
     let job = update_returning(
         ctx,
         concat!(
-            "UPDATE jobs SET state = 'waiting', max_attempts = attempts_made + attempts_budget, error = NULL, ",
+            // A parent whose children still run waits for them first.
+            "UPDATE jobs SET state = CASE WHEN pending_children > 0 THEN 'waiting-children' ELSE 'waiting' END, ",
+            "max_attempts = attempts_made + attempts_budget, error = NULL, ",
             "stalls = 0, run_at = ?2, finished_at = NULL, cancel_requested = 0, lease_token = NULL, ",
             // A manual retry is a decision to run the job now: its TTL is lifted.
-            // A child failure that failed it belongs to the run before.
-            "lease_expires_at = NULL, expires_at = NULL, failed_child = NULL WHERE id = ?1 RETURNING ",
+            // A child failure that failed it, and a fan-out, belong to the run before.
+            "lease_expires_at = NULL, expires_at = NULL, failed_child = NULL, fanned_out = 0 WHERE id = ?1 RETURNING ",
             job_cols!()
         ),
         id,
         now,
     )?;
-    ctx.counts.moved(&job.queue, state, JobState::Waiting);
-    ctx.event(|| PendingEvent::job(EventKind::Waiting, id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
-    ctx.ready = true;
+    ctx.counts.moved(&job.queue, state, job.state);
+    if job.state == JobState::Waiting {
+        ctx.event(|| PendingEvent::job(EventKind::Waiting, id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        ctx.ready = true;
+    }
     crate::flow::retried(ctx, state, job.parent_id.as_ref(), job.batch_id.as_deref())?;
     Ok(job)
 }

@@ -566,6 +566,15 @@ impl Store for SqliteStore {
             None => None,
             Some(spec) => {
                 spec.validate().map_err(|e| StoreError::invalid(format!("on_complete.{}", e.field), e.message))?;
+                // Inserted when the batch completes, maybe long after: a
+                // parent or batch named now may have finished by then, and
+                // nobody would be there to hear the refusal.
+                if spec.parent_id.is_some() {
+                    return Err(StoreError::invalid("on_complete.parent_id", "a completion job cannot have a parent"));
+                }
+                if spec.batch_id.is_some() {
+                    return Err(StoreError::invalid("on_complete.batch_id", "a completion job cannot join a batch"));
+                }
                 Some(rows::to_json(&spec))
             }
         };

@@ -141,3 +141,51 @@ pub async fn batch_edge_cases(make: Factory) {
     let late = t.store.job_insert_many(vec![spec("x").batch_id(empty.id.clone())]).await;
     assert_invalid(late, Some("batch_id"));
 }
+
+/// A batch none of whose jobs was inserted (all duplicates of existing
+/// ids or unfinished unique keys) has total 0 and is complete at once, its
+/// completion job enqueued, instead of `running` forever.
+pub async fn batch_of_duplicates_completes_at_once(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("x").id(jid("old"))).await;
+    insert_one(&t, spec("x").unique_key("k")).await;
+    let jobs = vec![spec("x").id(jid("old")), spec("x").unique_key("k")];
+    let created = t.store.batch_insert(with_on_complete(jobs)).await.unwrap();
+    assert_eq!(created.total, 0);
+    assert!(created.jobs.iter().all(|j| j.duplicate));
+    let b = batch(&t, &created.id).await;
+    assert_eq!((b.total, b.state), (0, BatchState::Completed));
+    assert_eq!(completion_jobs(&t).await, 1);
+}
+
+/// A completion job may not name a parent or a batch: it is inserted when
+/// the batch completes, when they may have finished, and its insert must
+/// not fail the job that ended the batch. Refused at `batch_insert`.
+pub async fn batch_on_complete_refuses_parent_and_batch(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("parent").id(jid("p"))).await;
+    let on_complete = JobSpec::new("done", "report").parent_id(jid("p"));
+    let refused = t.store.batch_insert(BatchSpec { jobs: vec![spec("x")], on_complete: Some(on_complete) }).await;
+    assert_invalid(refused, Some("on_complete.parent_id"));
+    let other = t.store.batch_insert(BatchSpec { jobs: vec![spec("x")], on_complete: None }).await.unwrap();
+    let on_complete = JobSpec::new("done", "report").batch_id(other.id);
+    let refused = t.store.batch_insert(BatchSpec { jobs: vec![spec("x")], on_complete: Some(on_complete) }).await;
+    assert_invalid(refused, Some("on_complete.batch_id"));
+    assert_eq!(counts(&t, "q").await.waiting, 2, "refused batches insert nothing");
+}
+
+/// A completion job that is a duplicate by unique key records the job it
+/// matched as `on_complete_id`, not an id that names no job.
+pub async fn batch_on_complete_duplicate_records_existing_job(make: Factory) {
+    let t = fresh(make).await;
+    let existing = insert_one(&t, JobSpec::new("done", "report").unique_key("daily-report")).await;
+    let on_complete = JobSpec::new("done", "report").unique_key("daily-report");
+    let created = t.store.batch_insert(BatchSpec { jobs: vec![spec("x")], on_complete: Some(on_complete) }).await;
+    let created = created.unwrap();
+    let job = claim_one(&t, "q").await;
+    finish_ok(&t, &job, json!(null)).await;
+    let b = batch(&t, &created.id).await;
+    assert_eq!(b.state, BatchState::Completed);
+    assert_eq!(b.on_complete_id, Some(existing.id));
+    assert_eq!(completion_jobs(&t).await, 1);
+}

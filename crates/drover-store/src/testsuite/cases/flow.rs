@@ -321,3 +321,129 @@ pub async fn flow_retrying_parent_waits_for_its_children(make: Factory) {
     let second = claim_one(&t, "q").await;
     assert_eq!(finish_ok(&t, &second, json!("final")).await.state, JobState::Completed, "ran once more, not twice");
 }
+
+/// A new parent whose children are all duplicates (an existing id, or a
+/// unique key matching an unfinished job) has nothing to wait for: it
+/// starts `waiting`, with `job:waiting`, instead of `waiting-children`
+/// forever. A parent with one new child among duplicates waits for it.
+pub async fn flow_parent_of_duplicate_children_is_released(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, JobSpec::new("kids", "c").id(jid("old"))).await;
+    insert_one(&t, JobSpec::new("kids", "c").unique_key("k")).await;
+    let mut events = t.store.events();
+    let flow = FlowSpec::new(spec("parent").id(jid("p")))
+        .child(JobSpec::new("kids", "c").id(jid("old")))
+        .child(JobSpec::new("kids", "c").id(jid("new-key")).unique_key("k"));
+    let inserted = t.store.flow_insert(flow).await.unwrap();
+    assert_eq!(inserted.iter().map(|i| i.duplicate).collect::<Vec<_>>(), [false, true, true]);
+    assert_eq!(inserted[0].job.state, JobState::Waiting, "the insert reports the state it left");
+    assert_state(&t, &jid("p"), JobState::Waiting).await;
+    wait_event(&mut events, EventKind::Waiting, Some(&jid("p"))).await;
+    let c = counts(&t, "q").await;
+    assert_eq!((c.waiting, c.waiting_children), (1, 0));
+    assert_eq!(claim_one(&t, "q").await.job.id, jid("p"));
+
+    let flow = FlowSpec::new(spec("parent").id(jid("p2")))
+        .child(JobSpec::new("kids", "c").id(jid("old")))
+        .child(JobSpec::new("kids", "c").id(jid("fresh")));
+    insert_flow(&t, flow).await;
+    assert_state(&t, &jid("p2"), JobState::WaitingChildren).await;
+}
+
+/// A manual retry of a finished child counts it in again on any unfinished
+/// parent: a running parent then waits for it after its handler returns,
+/// instead of running again beside it.
+pub async fn flow_retried_child_counts_for_running_parent(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("search").id(jid("p"))).await;
+    let parent = claim_one(&t, "q").await;
+    let kid = JobSpec::new("kids", "c").id(jid("c2")).parent_id(jid("p")).attempts(1);
+    insert_one(&t, kid.on_failure(ChildFailure::Ignore)).await;
+    let c2 = claim_one(&t, "kids").await;
+    finish_fail(&t, &c2, FailureReport::fatal(JobError::new("flaky"))).await;
+    t.store.job_retry(&jid("c2")).await.unwrap();
+    assert_eq!(finish_ok(&t, &parent, json!("fanned out")).await.state, JobState::WaitingChildren);
+    claim_none(&t, "q").await;
+    let again = claim_one(&t, "kids").await;
+    assert_eq!(again.job.id, jid("c2"));
+    finish_ok(&t, &again, json!(null)).await;
+    assert_state(&t, &jid("p"), JobState::Waiting).await;
+}
+
+/// A manual retry of a parent failed by a child while other children
+/// still run puts it in `waiting-children`, not `waiting`: it runs after
+/// them.
+pub async fn flow_retried_parent_waits_for_running_children(make: Factory) {
+    let t = fresh(make).await;
+    let flow = FlowSpec::new(spec("parent").id(jid("p")))
+        .child(JobSpec::new("kids", "a").id(jid("a")).attempts(1))
+        .child(JobSpec::new("kids", "b").id(jid("b")));
+    insert_flow(&t, flow).await;
+    let claimed = claim(&t, &["kids"], 10).await;
+    let a = claimed.iter().find(|c| c.job.id == jid("a")).unwrap();
+    let b = claimed.iter().find(|c| c.job.id == jid("b")).unwrap();
+    finish_fail(&t, a, FailureReport::fatal(JobError::new("no data"))).await;
+    assert_state(&t, &jid("p"), JobState::Failed).await;
+    let retried = t.store.job_retry(&jid("p")).await.unwrap();
+    assert_eq!(retried.state, JobState::WaitingChildren);
+    assert_eq!(counts(&t, "q").await.waiting_children, 1);
+    claim_none(&t, "q").await;
+    finish_ok(&t, b, json!(null)).await;
+    assert_state(&t, &jid("p"), JobState::Waiting).await;
+}
+
+/// A parent whose child failed under `fail_parent` while it ran fails with
+/// `child_failed` however its run ends: a failure with retries left, a
+/// release, and a stall that would requeue it all end it `failed`,
+/// counted as failed in its batch, instead of running it again.
+pub async fn flow_running_parent_fails_on_any_ending_after_child_failed(make: Factory) {
+    let t = fresh(make).await;
+    let parents = ["p-fail", "p-release", "p-stall"].map(|p| spec("parent").id(jid(p)));
+    let batch = t.store.batch_insert(drover_core::BatchSpec { jobs: parents.into(), on_complete: None }).await.unwrap();
+    let running = claim_as(&t, &["q"], 10, "w", 1_000).await;
+    assert_eq!(running.len(), 3);
+    for p in ["p-fail", "p-release", "p-stall"] {
+        let child = JobSpec::new("kids", "c").id(jid(&format!("{p}-c"))).parent_id(jid(p)).attempts(1);
+        insert_one(&t, child).await;
+    }
+    for c in claim(&t, &["kids"], 10).await {
+        finish_fail(&t, &c, FailureReport::fatal(JobError::new("404"))).await;
+    }
+    let lease = |p: &str| running.iter().find(|c| c.job.id == jid(p)).unwrap();
+    assert_eq!(finish_fail(&t, lease("p-fail"), boom("hiccup")).await.state, JobState::Failed);
+    let released = finish(&t, &jid("p-release"), lease("p-release").lease_token, crate::FinishOutcome::Release).await;
+    assert_eq!(released.unwrap().state, JobState::Failed);
+    advance_ms(&t, 1_001);
+    let report = t.store.job_rescue_expired().await.unwrap();
+    assert_eq!((report.failed, report.requeued), (vec![jid("p-stall")], vec![]));
+    for p in ["p-fail", "p-release", "p-stall"] {
+        let read = get(&t, &jid(p)).await;
+        assert_eq!(read.state, JobState::Failed, "{p}");
+        let error = read.error.unwrap_or_else(|| panic!("{p} records why it failed"));
+        assert_eq!(
+            (error.code.as_deref(), &error.details["child_id"]),
+            (Some("child_failed"), &json!(format!("{p}-c")))
+        );
+    }
+    claim_none(&t, "q").await;
+    let b = t.store.batch_get(&batch.id).await.unwrap().unwrap();
+    assert_eq!((b.failed, b.state), (3, crate::BatchState::Completed));
+    let c = counts(&t, "q").await;
+    assert_eq!((c.failed, c.active, c.waiting), (3, 0, 0));
+}
+
+/// A fanned-out parent cancelled while it ran, then retried by hand, runs
+/// once and completes: the fan-out belonged to the cancelled run.
+pub async fn flow_cancelled_fanned_out_parent_retried_completes(make: Factory) {
+    let t = fresh(make).await;
+    insert_one(&t, spec("search").id(jid("p"))).await;
+    let first = claim_one(&t, "q").await;
+    insert_one(&t, JobSpec::new("kids", "c").parent_id(jid("p"))).await;
+    t.store.job_cancel(&jid("p")).await.unwrap();
+    let child = claim_one(&t, "kids").await;
+    finish_ok(&t, &child, json!(null)).await;
+    assert_eq!(finish_ok(&t, &first, json!(null)).await.state, JobState::Cancelled);
+    assert_eq!(t.store.job_retry(&jid("p")).await.unwrap().state, JobState::Waiting);
+    let second = claim_one(&t, "q").await;
+    assert_eq!(finish_ok(&t, &second, json!("done")).await.state, JobState::Completed);
+}
