@@ -190,6 +190,13 @@ async fn bad_flow_and_batch_inputs_answer_4xx() {
     .await;
     assert_error(status, &body, 422, "validation_failed");
     assert_eq!(body["error"]["details"]["field"], "on_complete.queue");
+    for field in ["parent_id", "batch_id"] {
+        let on_complete = json!({ "queue": "q", "name": "n", field: "a" });
+        let body = json!({ "jobs": [{ "queue": "q", "name": "n" }], "on_complete": on_complete });
+        let (status, body) = post(&server, "/api/batches", body).await;
+        assert_error(status, &body, 422, "validation_failed");
+        assert_eq!(body["error"]["details"]["field"], format!("on_complete.{field}"));
+    }
     let (status, body) =
         post(&server, "/api/batches", json!({ "jobs": [{ "queue": "q", "name": "n" }], "extra": 1 })).await;
     assert_error(status, &body, 422, "invalid_body");
