@@ -326,7 +326,7 @@ pub(crate) fn batch_complete(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<(
         .db()?;
     let (mut on_complete_id, mut on_complete_error) = (None, None);
     if let Some(spec) = on_complete {
-        match insert_on_complete(ctx, batch_id, &spec)? {
+        match ctx.isolated(|ctx| insert_on_complete(ctx, batch_id, &spec)) {
             Ok(id) => on_complete_id = Some(id),
             Err(e) => {
                 tracing::warn!(batch = %batch_id, error = %e, "the batch completed but its on_complete job could not be inserted");
@@ -354,42 +354,26 @@ pub(crate) fn batch_complete(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<(
     Ok(())
 }
 
-/// Inserts a batch's completion job in the savepoint `on_complete` and
-/// records its id on the batch: the outer error only when the savepoint
-/// itself cannot be handled, the inner one for an insert that failed and
-/// was rolled back.
-///
-/// Rolling back undoes the rows, the count changes and the wake-up. Events
-/// cannot be taken back from here, and need not be: a one-row insert
-/// records its event only after every check of the row has passed, and the
-/// update of the batch row after it fails only on a broken database.
-fn insert_on_complete(ctx: &mut Ctx<'_>, batch_id: &str, spec: &str) -> StoreResult<StoreResult<String>> {
-    ctx.conn.execute_batch("SAVEPOINT on_complete").db()?;
-    let (counts_mark, ready_mark) = (ctx.counts.clone(), ctx.ready);
-    let inserted = (|| {
-        let spec: JobSpec = serde_json::from_str(spec)
-            .map_err(|e| StoreError::Backend(format!("the stored on_complete does not decode: {e}")))?;
-        let (jobs, rows) = job_sql::prepare_insert(vec![spec])?;
-        let outcome = job_sql::insert(ctx, &rows)?.pop();
-        // A unique-key duplicate is the job that already exists.
-        let id = match outcome {
-            Some(job_sql::InsertOutcome::Duplicate(existing)) => existing.id.to_string(),
-            _ => jobs[0].id.to_string(),
-        };
-        ctx.conn
-            .prepare_cached("UPDATE batches SET on_complete_id = ?2 WHERE id = ?1")
-            .db()?
-            .execute(params![batch_id, id])
-            .db()?;
-        Ok(id)
-    })();
-    if inserted.is_err() {
-        ctx.conn.execute_batch("ROLLBACK TO on_complete").db()?;
-        ctx.counts = counts_mark;
-        ctx.ready = ready_mark;
-    }
-    ctx.conn.execute_batch("RELEASE on_complete").db()?;
-    Ok(inserted)
+/// Inserts a batch's completion job and records its id on the batch. Runs
+/// in a savepoint ([`Ctx::isolated`]): a refused insert is rolled back with
+/// everything it recorded, and must not fail the job whose ending completed
+/// the batch.
+fn insert_on_complete(ctx: &mut Ctx<'_>, batch_id: &str, spec: &str) -> StoreResult<String> {
+    let spec: JobSpec = serde_json::from_str(spec)
+        .map_err(|e| StoreError::Backend(format!("the stored on_complete does not decode: {e}")))?;
+    let (jobs, rows) = job_sql::prepare_insert(vec![spec])?;
+    let outcome = job_sql::insert(ctx, &rows)?.pop();
+    // A unique-key duplicate is the job that already exists.
+    let id = match outcome {
+        Some(job_sql::InsertOutcome::Duplicate(existing)) => existing.id.to_string(),
+        _ => jobs[0].id.to_string(),
+    };
+    ctx.conn
+        .prepare_cached("UPDATE batches SET on_complete_id = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![batch_id, id])
+        .db()?;
+    Ok(id)
 }
 
 /// A manual retry took a finished job back: its batch counts it as
