@@ -175,6 +175,8 @@ pub(crate) struct Gate {
     /// Whether any job key may be limited: a rule exists or a key is held.
     /// When not, the claim takes jobs in order without looking at keys.
     keyed: bool,
+    /// Whether the `throttles` table holds any row (a window or a hold).
+    any_throttles: bool,
     keys: HashMap<String, Allowance>,
     queues: HashMap<String, Allowance>,
 }
@@ -182,16 +184,24 @@ pub(crate) struct Gate {
 impl Gate {
     /// Reads the key rules and whether any key is held.
     pub fn open(conn: &Connection, now: Timestamp) -> StoreResult<Self> {
-        let rules = rules(conn)?;
-        let keyed = !rules.is_empty()
-            || conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM throttles WHERE scope >= 'k:' AND scope < 'k;' AND held_until > ?1)",
-                )
-                .db()?
-                .query_row([now.0], |r| r.get::<_, bool>(0))
-                .db()?;
-        Ok(Self { now, rules, keyed, keys: HashMap::new(), queues: HashMap::new() })
+        // One probe for the common case, no flow control in use at all: then
+        // neither the rules nor any throttle row is read again in this claim.
+        let (any_rules, any_throttles): (bool, bool) = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM rate_limit_rules), EXISTS (SELECT 1 FROM throttles)")
+            .db()?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?;
+        let rules = if any_rules { rules(conn)? } else { Vec::new() };
+        let keyed = any_rules
+            || (any_throttles
+                && conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM throttles WHERE scope >= 'k:' AND scope < 'k;' AND held_until > ?1)",
+                    )
+                    .db()?
+                    .query_row([now.0], |r| r.get::<_, bool>(0))
+                    .db()?);
+        Ok(Self { now, rules, keyed, any_throttles, keys: HashMap::new(), queues: HashMap::new() })
     }
 
     /// True when jobs must be checked key by key ([`Gate::take_key`]).
@@ -208,7 +218,8 @@ impl Gate {
         config: Option<&QueueConfig>,
         active: u64,
     ) -> StoreResult<u32> {
-        let throttle = Throttle::read(conn, &queue_scope(queue))?;
+        let throttle =
+            if self.any_throttles { Throttle::read(conn, &queue_scope(queue))? } else { Throttle::default() };
         let (cap, rate) = config.map_or((None, None), |c| (c.concurrency, c.rate_limit));
         let allowance = Allowance::new(cap, active, rate, throttle, self.now);
         let room = allowance.room();
@@ -231,7 +242,7 @@ impl Gate {
     }
 
     fn key_allowance(&self, conn: &Connection, key: &str) -> StoreResult<Allowance> {
-        let throttle = Throttle::read(conn, &key_scope(key))?;
+        let throttle = if self.any_throttles { Throttle::read(conn, &key_scope(key))? } else { Throttle::default() };
         let Some((_, rule)) = rule_for(&self.rules, key) else {
             return Ok(if throttle.held(self.now) {
                 Allowance::new(None, 0, None, throttle, self.now)
