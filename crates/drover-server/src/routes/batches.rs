@@ -53,12 +53,9 @@ pub(crate) async fn create(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, job)| {
-            if job.batch_id.is_some() {
-                return Err(ApiError::invalid_field(format!("jobs[{i}].batch_id"), "is set by the batch"));
-            }
-            job.into_spec(&format!("jobs[{i}]."))
-        })
+        // A job naming a batch of its own is refused by the store
+        // (`jobs[i].batch_id`), like every other rule of batches.
+        .map(|(i, job)| job.into_spec(&format!("jobs[{i}].")))
         .collect::<ApiResult<Vec<_>>>()?;
     let on_complete = body.on_complete.map(|job| job.into_spec("on_complete.")).transpose()?;
     let created = state.client.batch_insert(BatchSpec { jobs, on_complete }).await?;
