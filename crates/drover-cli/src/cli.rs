@@ -30,6 +30,10 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Concurrency caps and rate limits per rate-limit key or key prefix.
     RateLimits(RateLimitsArgs),
+    /// Create a flow (a job with nested children) from a JSON file.
+    Flows(FlowsArgs),
+    /// Create batches of jobs and follow their counts.
+    Batches(BatchesArgs),
     /// Bulk-enqueue jobs from a JSONL or CSV file, with a progress bar.
     Import(ImportArgs),
     /// List, add, show, pause, resume and remove cron and interval schedules.
@@ -120,6 +124,8 @@ pub enum JobsCommand {
     Cancel(JobIdArg),
     /// Print a job's log lines.
     Logs(JobIdArg),
+    /// List a job's children (flows), in enqueue order.
+    Children(JobIdArg),
     /// Follow a job with a live progress bar until it ends.
     ///
     /// Exit status: 0 when the job completes, 3 when it fails, 4 when it is
@@ -147,6 +153,12 @@ pub struct JobsListArgs {
     /// Only jobs of this type.
     #[arg(long, env = "DROVER_NAME")]
     pub name: Option<String>,
+    /// Only jobs of this batch.
+    #[arg(long, env = "DROVER_BATCH_ID")]
+    pub batch_id: Option<String>,
+    /// Only children of this job.
+    #[arg(long, env = "DROVER_PARENT_ID")]
+    pub parent_id: Option<String>,
     /// Jobs per page (1 to 1000; server default 50).
     #[arg(long, env = "DROVER_LIMIT", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
@@ -274,6 +286,71 @@ pub struct QueueSetArgs {
     /// Most job starts per window, as `MAX/PER_MS` (e.g. `10/1000`), or `none`.
     #[arg(long, env = "DROVER_RATE_LIMIT", value_parser = parse_rate_limit)]
     pub rate_limit: Option<Limit<(u32, u64)>>,
+}
+
+/// Arguments of `drover flows`.
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    /// Which flows command.
+    #[command(subcommand)]
+    pub command: FlowsCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover flows` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Create a flow atomically: the file holds one job spec with
+    /// `"children": [job spec, ...]`, nested to any depth (the body of `POST /api/flows`).
+    Create(FileArg),
+}
+
+/// A JSON file argument.
+#[derive(Debug, Args)]
+pub struct FileArg {
+    /// The file.
+    #[arg(long, env = "DROVER_FILE")]
+    pub file: PathBuf,
+}
+
+/// Arguments of `drover batches`.
+#[derive(Debug, Args)]
+pub struct BatchesArgs {
+    /// Which batches command.
+    #[command(subcommand)]
+    pub command: BatchesCommand,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientOpts,
+}
+
+/// The `drover batches` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BatchesCommand {
+    /// Create a batch from a JSONL file of job specs (one `POST /api/jobs` body per line).
+    Create(BatchCreateArgs),
+    /// Show a batch's counts and progress.
+    Show(BatchIdArg),
+}
+
+/// Arguments of `drover batches create`.
+#[derive(Debug, Args)]
+pub struct BatchCreateArgs {
+    /// The jobs, one JSON job spec per line (1 to 10,000).
+    #[arg(long, env = "DROVER_FILE")]
+    pub file: PathBuf,
+    /// The job enqueued once when every job of the batch has finished, as a JSON job spec.
+    #[arg(long, env = "DROVER_ON_COMPLETE")]
+    pub on_complete: Option<String>,
+}
+
+/// A batch id argument.
+#[derive(Debug, Args)]
+pub struct BatchIdArg {
+    /// The batch's id.
+    pub id: String,
 }
 
 /// Arguments of `drover rate-limits`.

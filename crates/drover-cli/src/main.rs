@@ -34,6 +34,8 @@ async fn main() -> ExitCode {
         cli::Command::Jobs(args) => commands::jobs::run(args).await,
         cli::Command::Queues(args) => done(commands::queues::run(args).await),
         cli::Command::RateLimits(args) => done(commands::rate_limits::run(args).await),
+        cli::Command::Flows(args) => done(commands::batches::run_flows(args).await),
+        cli::Command::Batches(args) => done(commands::batches::run(args).await),
         cli::Command::Import(args) => done(commands::import::run(args).await),
         cli::Command::Schedules(args) => done(commands::schedules::run(args).await),
     };

@@ -2,7 +2,9 @@
 //! queue and key concurrency caps hold for HTTP workers, a worker's
 //! `rate_limited: true` holds its queue back (`throttled_until`, the
 //! `queue:throttled` event), the `/api/rate-limits` resource with its
-//! errors, and the `drover rate-limits` commands.
+//! errors, the `drover rate-limits` commands, and the CLI for flows and
+//! batches (`drover flows create`, `drover batches create|show`,
+//! `drover jobs children`).
 
 mod support;
 
@@ -173,4 +175,65 @@ async fn rate_limits_cli() {
     assert_eq!((&state["active"], &state["rule"]["concurrency"]), (&json!(0), &json!(4)), "{state}");
     drover(&["rate-limits", "remove", "places"]);
     assert!(drover(&["rate-limits", "list"])["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn flows_and_batches_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("e2e.db")).await;
+    let drover = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+        command.args(args).args(["--server", &server.base, "--json"]);
+        command.env_remove("DROVER_FILE").env_remove("DROVER_ON_COMPLETE");
+        command.output().unwrap()
+    };
+    let json_of = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+
+    let flow = dir.path().join("flow.json");
+    std::fs::write(
+        &flow,
+        json!({ "id": "report", "queue": "q", "name": "finalize",
+                "children": [{ "queue": "q", "name": "fetch" }, { "queue": "q", "name": "fetch" }] })
+        .to_string(),
+    )
+    .unwrap();
+    let created = json_of(drover(&["flows", "create", "--file", flow.to_str().unwrap()]));
+    let items = created["items"].as_array().unwrap();
+    assert_eq!((items.len(), &items[0]["state"]), (3, &json!("waiting-children")), "{created}");
+    let children = json_of(drover(&["jobs", "children", "report"]));
+    assert_eq!(children["items"].as_array().unwrap().len(), 2, "{children}");
+    let listed = json_of(drover(&["jobs", "list", "--parent-id", "report"]));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+
+    let jobs = dir.path().join("jobs.jsonl");
+    std::fs::write(&jobs, "{\"queue\": \"b\", \"name\": \"n\"}\n\n{\"queue\": \"b\", \"name\": \"n\"}\n").unwrap();
+    let on_complete = json!({ "queue": "b", "name": "done" }).to_string();
+    let batch =
+        json_of(drover(&["batches", "create", "--file", jobs.to_str().unwrap(), "--on-complete", &on_complete]));
+    assert_eq!(batch["total"], 2, "{batch}");
+    let id = batch["id"].as_str().unwrap().to_owned();
+    let shown = json_of(drover(&["batches", "show", &id]));
+    assert_eq!((&shown["waiting"], &shown["completed"], &shown["state"]), (&json!(2), &json!(0), &json!("running")));
+    let listed = json_of(drover(&["jobs", "list", "--batch-id", &id]));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+
+    // A bad line is named by the server with its index; a missing batch is 404.
+    std::fs::write(&jobs, "{\"queue\": \"b\", \"name\": \"n\", \"attempts\": 0}\n").unwrap();
+    let bad = drover(&["batches", "create", "--file", jobs.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("jobs[0].attempts"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let missing = drover(&["batches", "show", "nope"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not_found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }

@@ -182,7 +182,7 @@ fn records(args: &ImportArgs, format: ImportFormat) -> anyhow::Result<Box<dyn It
 }
 
 /// Non-blank lines as JSON values, numbered from 1.
-fn jsonl(reader: impl BufRead) -> impl Iterator<Item = anyhow::Result<(u64, Value)>> {
+pub(crate) fn jsonl(reader: impl BufRead) -> impl Iterator<Item = anyhow::Result<(u64, Value)>> {
     reader.lines().enumerate().filter_map(|(i, line)| {
         let n = i as u64 + 1;
         let line = match line {

@@ -1,4 +1,4 @@
-//! `drover jobs list|show|retry|cancel|logs` (and `watch`, in
+//! `drover jobs list|show|retry|cancel|logs|children` (and `watch`, in
 //! [`super::watch`]).
 
 use crate::cli::{JobsArgs, JobsCommand, JobsListArgs};
@@ -39,6 +39,10 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<ExitCode> {
             let lines = api.list_all(&["api", "jobs", &id.id, "logs"], &[], MAX_LOG_LINES).await?;
             out.show(&json!({ "items": lines }), |_| render_logs(&lines))?;
         }
+        JobsCommand::Children(id) => {
+            let page = api.get(&["api", "jobs", &id.id, "children"], &[("limit", "1000".to_owned())]).await?;
+            out.show(&page, render_jobs)?;
+        }
         JobsCommand::Watch(id) => return super::watch::run(&api, out, &id.id).await,
     }
     Ok(ExitCode::SUCCESS)
@@ -54,28 +58,33 @@ async fn list(api: &Api, out: Output, args: JobsListArgs) -> anyhow::Result<()> 
     add("queue", args.queue);
     add("state", args.state.map(|s| s.as_str().to_owned()));
     add("name", args.name);
+    add("batch_id", args.batch_id);
+    add("parent_id", args.parent_id);
     add("limit", args.limit.map(|l| l.to_string()));
     add("cursor", args.cursor);
     let page = api.get(&["api", "jobs"], &query).await?;
-    out.show(&page, |page| {
-        let mut table = Table::new(&["ID", "QUEUE", "NAME", "STATE", ">ATTEMPTS", ">PROGRESS", "CREATED"]);
-        for job in page.get("items").and_then(Value::as_array).into_iter().flatten() {
-            table.row(vec![
-                cell(job, "id"),
-                cell(job, "queue"),
-                cell(job, "name"),
-                cell(job, "state"),
-                format!("{}/{}", cell(job, "attempts_made"), cell(job, "max_attempts")),
-                progress_cell(job.get("progress").unwrap_or(&Value::Null)),
-                short_time(job.get("created_at").unwrap_or(&Value::Null)),
-            ]);
-        }
-        let mut text = table.render();
-        if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
-            text.push_str(&format!("more: --cursor {cursor}\n"));
-        }
-        text
-    })
+    out.show(&page, render_jobs)
+}
+
+/// A page of jobs as a table, with the cursor of the next page if any.
+pub fn render_jobs(page: &Value) -> String {
+    let mut table = Table::new(&["ID", "QUEUE", "NAME", "STATE", ">ATTEMPTS", ">PROGRESS", "CREATED"]);
+    for job in page.get("items").and_then(Value::as_array).into_iter().flatten() {
+        table.row(vec![
+            cell(job, "id"),
+            cell(job, "queue"),
+            cell(job, "name"),
+            cell(job, "state"),
+            format!("{}/{}", cell(job, "attempts_made"), cell(job, "max_attempts")),
+            progress_cell(job.get("progress").unwrap_or(&Value::Null)),
+            short_time(job.get("created_at").unwrap_or(&Value::Null)),
+        ]);
+    }
+    let mut text = table.render();
+    if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
+        text.push_str(&format!("more: --cursor {cursor}\n"));
+    }
+    text
 }
 
 /// A job as `field: value` lines, then its attempts as a table.

@@ -2,6 +2,7 @@
 //! did), calls the API through [`crate::client::Api`], and prints through
 //! [`crate::client::output::Output`].
 
+pub mod batches;
 pub mod enqueue;
 pub mod import;
 pub mod jobs;
