@@ -9,7 +9,7 @@
 //! | `options` | [`PgOptions`]: pool sizes, timeouts, schema, application name |
 //! | `schema` | migrations: a dedicated connection, sqlx's advisory lock |
 //! | `error` | sqlx errors to [`StoreError`] |
-//! | [`testing`] | a fresh schema per test (feature `testing`) |
+//! | `testing` | a fresh schema per test (feature `testing`) |
 //!
 //! Queries are runtime-checked (`sqlx::query`, never the `query!` macros),
 //! so a fresh checkout builds without a database.

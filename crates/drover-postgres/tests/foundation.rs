@@ -204,8 +204,10 @@ async fn changed_migration_is_refused_and_releases_the_lock() {
         other => panic!("expected a migration error, got {other:?}"),
     }
     // The failed run released the advisory lock: another connect is not
-    // blocked (it fails the same way, at once).
-    assert!(db.connect_with(PgOptions::default()).await.is_err());
+    // blocked behind it but fails the same way. (A leaked lock would block
+    // it forever; the deadline turns that into a failure, not a hang.)
+    let again = tokio::time::timeout(Duration::from_secs(30), db.connect_with(PgOptions::default())).await;
+    assert!(matches!(again, Ok(Err(StoreError::Backend(_)))), "{again:?}");
 }
 
 #[tokio::test]
