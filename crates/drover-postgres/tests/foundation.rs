@@ -267,3 +267,53 @@ async fn bad_urls_and_unreachable_servers() {
     let refused = PgStore::connect("postgres://postgres@127.0.0.1:1/test", PgOptions::default()).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
 }
+
+/// The PostgreSQL schema mirrors the SQLite store's, table for table and
+/// column for column (in the same order), and has every index SQLite has:
+/// a migration added to one store and not the other fails here.
+#[tokio::test]
+async fn schema_mirrors_the_sqlite_schema() {
+    let Some(db) = TestDb::new().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.db");
+    drover_sqlite::SqliteStore::open(&path, drover_sqlite::SqliteOptions::default()).unwrap().close().await;
+    let sqlite = rusqlite::Connection::open(&path).unwrap();
+    let names = |sql: &str| -> Vec<String> {
+        let mut stmt = sqlite.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let sqlite_tables = names("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+    let sqlite_indexes = names("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name");
+
+    assert!(sqlite_tables.len() >= 9 && sqlite_indexes.len() >= 10, "{sqlite_tables:?} {sqlite_indexes:?}");
+
+    let store = db.connect().await;
+    let mut conn = db.raw_connection().await;
+    let pg_tables: Vec<String> =
+        tables(&mut conn, db.schema()).await.into_iter().filter(|t| t != MIGRATIONS_TABLE).collect();
+    assert_eq!(pg_tables, sqlite_tables);
+
+    for table in &sqlite_tables {
+        let sqlite_columns = names(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"));
+        let pg_columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+        )
+        .bind(db.schema())
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(pg_columns, sqlite_columns, "columns of {table}");
+    }
+
+    let pg_indexes: Vec<String> = sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1")
+        .bind(db.schema())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    for index in &sqlite_indexes {
+        assert!(pg_indexes.contains(index), "SQLite index {index} has no PostgreSQL twin");
+    }
+    store.close().await;
+}
