@@ -317,3 +317,19 @@ async fn schema_mirrors_the_sqlite_schema() {
     }
     store.close().await;
 }
+
+/// The harness leaves nothing behind: a test's schema goes with its `TestDb`.
+#[tokio::test]
+async fn test_schema_is_dropped_with_its_test_db() {
+    let Some(db) = TestDb::new().await else { return };
+    let schema = db.schema().to_owned();
+    let store = db.connect().await;
+    let mut conn = db.raw_connection().await;
+    let exists = "SELECT count(*) FROM pg_namespace WHERE nspname = $1";
+    let n: i64 = sqlx::query_scalar(exists).bind(&schema).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(n, 1);
+    store.close().await;
+    drop(db);
+    let n: i64 = sqlx::query_scalar(exists).bind(&schema).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(n, 0, "schema {schema} survived its TestDb");
+}
