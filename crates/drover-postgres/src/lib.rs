@@ -1,0 +1,125 @@
+//! Drover's PostgreSQL store, for several servers and many workers on one
+//! database. This is its foundation: the connection pool, the schema
+//! (`migrations/*.sql`, run at connect) and the test harness. The
+//! [`drover_store::Store`] methods come next (issue 5); their design is in
+//! `docs/decisions/0009-postgres-store.md`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `options` | [`PgOptions`]: pool sizes, timeouts, schema, application name |
+//! | `schema` | migrations: a dedicated connection, sqlx's advisory lock |
+//! | `error` | sqlx errors to [`StoreError`] |
+//! | `testing` | a fresh schema per test (feature `testing`) |
+//!
+//! Queries are runtime-checked (`sqlx::query`, never the `query!` macros),
+//! so a fresh checkout builds without a database.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), drover_store::StoreError> {
+//! use drover_postgres::{PgOptions, PgStore};
+//!
+//! let store = PgStore::connect("postgres://drover@db.internal/drover", PgOptions::default()).await?;
+//! assert_eq!(store.schema_version().await?, drover_postgres::SCHEMA_VERSION);
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod options;
+mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use options::PgOptions;
+pub use schema::{MIGRATIONS_TABLE, SCHEMA_VERSION};
+
+use drover_store::{StoreError, StoreResult};
+use error::SqlResultExt;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+
+/// The PostgreSQL store: a connection pool on a migrated schema.
+///
+/// Cheap to clone (the pool is shared). Every server and worker process
+/// connects its own; they coordinate through the database alone.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    options: PgOptions,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// with any libpq-style query parameters sqlx accepts), brings its schema
+    /// to [`SCHEMA_VERSION`] and opens the pool.
+    ///
+    /// Migrations run on a connection of their own under sqlx's PostgreSQL
+    /// advisory lock (one per database), so several servers starting at
+    /// once are safe: one migrates, the others wait for it and find nothing
+    /// left to do. The connection is closed afterwards, which releases the
+    /// lock even when a migration failed. When `options.schema` is set,
+    /// that schema is created (under the same lock) if missing.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a malformed URL or options
+    /// (field `database` or the option's name); [`StoreError::Unavailable`]
+    /// when the server cannot be reached within `options.acquire_timeout`;
+    /// [`StoreError::Backend`] when a migration fails.
+    pub async fn connect(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        options.validate()?;
+        let connect_options = connect_options(url, &options)?;
+        schema::migrate(&connect_options, &options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout)
+            .max_lifetime(options.max_lifetime)
+            .connect_with(connect_options)
+            .await
+            .db()?;
+        tracing::debug!(schema = ?options.schema, max_connections = options.max_connections, "postgres store connected");
+        Ok(PgStore { pool, options })
+    }
+
+    /// The connection pool, for the store's own queries and for callers
+    /// that enqueue inside their own transaction (issue 5).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The options this store was connected with.
+    pub fn options(&self) -> &PgOptions {
+        &self.options
+    }
+
+    /// The newest migration applied to the database (for diagnostics and
+    /// `/readyz`: it also proves the database answers).
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        let query = format!("SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE} WHERE success");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&self.pool).await.db()
+    }
+
+    /// Closes the pool: waits for borrowed connections to come back, then
+    /// closes every connection. Later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The connection options every connection of the store (pool and
+/// migrations) uses: the URL, plus the application name and, when set, the
+/// schema as the `search_path` startup parameter (no extra round trip).
+fn connect_options(url: &str, options: &PgOptions) -> StoreResult<PgConnectOptions> {
+    // sqlx parses any scheme as PostgreSQL; a `mysql://` or a file path
+    // given to `--database` by mistake deserves a clear refusal.
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::invalid("database", "must start with postgres:// or postgresql://"));
+    }
+    let mut connect = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::invalid("database", format!("not a PostgreSQL URL: {e}")))?
+        .application_name(&options.application_name);
+    if let Some(schema) = &options.schema {
+        connect = connect.options([("search_path", schema.as_str())]);
+    }
+    Ok(connect)
+}
