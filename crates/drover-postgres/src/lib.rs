@@ -2,13 +2,19 @@
 //! database. This is its foundation: the connection pool, the schema
 //! (`migrations/*.sql`, run at connect) and the test harness. The
 //! [`drover_store::Store`] methods come next (issue 5); their design is in
-//! `docs/decisions/0009-postgres-store.md`.
+//! `docs/decisions/0009-postgres-store.md`. The first operations (insert,
+//! get, claim, finish) are inherent methods for now.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | `options` | [`PgOptions`]: pool sizes, timeouts, schema, application name |
 //! | `schema` | migrations: a dedicated connection, sqlx's advisory lock |
 //! | `error` | sqlx errors to [`StoreError`] |
+//! | `jobs` | `job_insert_many`, `job_get` (inherent methods until the `Store` trait) |
+//! | `claim` | `job_claim`: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
+//! | `finish` | `job_finish_many`: lease fencing, `decide_failure` |
+//! | `rows` | rows to [`drover_core::Job`] and attempts |
+//! | `counts` | `queue_counts` deltas, one sorted upsert per transaction |
 //! | `testing` | a fresh schema per test (feature `testing`) |
 //!
 //! Queries are runtime-checked (`sqlx::query`, never the `query!` macros),
@@ -24,8 +30,13 @@
 //! # Ok(()) }
 //! ```
 
+mod claim;
+mod counts;
 mod error;
+mod finish;
+mod jobs;
 mod options;
+mod rows;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -33,10 +44,12 @@ pub mod testing;
 pub use options::PgOptions;
 pub use schema::{MIGRATIONS_TABLE, SCHEMA_VERSION};
 
+use drover_core::{Clock, SystemClock, Timestamp};
 use drover_store::{StoreError, StoreResult};
 use error::SqlResultExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The PostgreSQL store: a connection pool on a migrated schema.
 ///
@@ -46,6 +59,9 @@ use std::str::FromStr;
 pub struct PgStore {
     pool: PgPool,
     options: PgOptions,
+    /// Where every instant the store writes or compares comes from; SQL
+    /// never calls `now()` (ADR 0009).
+    clock: Arc<dyn Clock>,
 }
 
 impl PgStore {
@@ -78,7 +94,20 @@ impl PgStore {
             .await
             .db()?;
         tracing::debug!(schema = ?options.schema, max_connections = options.max_connections, "postgres store connected");
-        Ok(PgStore { pool, options })
+        Ok(PgStore { pool, options, clock: Arc::new(SystemClock) })
+    }
+
+    /// This store reading the time from `clock` instead of the wall clock
+    /// (tests move a [`drover_core::ManualClock`]). Clones made before keep
+    /// their clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> PgStore {
+        self.clock = clock;
+        self
+    }
+
+    /// The time as this store sees it (its clock); the `Store::now` to be.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The connection pool, for the store's own queries and for callers
