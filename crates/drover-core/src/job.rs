@@ -76,6 +76,52 @@ pub struct Job {
     pub attempts: Vec<Attempt>,
 }
 
+impl Job {
+    /// The job a new row holds when `spec` is enqueued: no attempt yet, no
+    /// progress, result or error. Stores build what they return to the
+    /// enqueuer with it, so every backend answers alike.
+    pub fn from_spec(
+        spec: crate::JobSpec,
+        id: JobId,
+        state: JobState,
+        created_at: Timestamp,
+        run_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            queue: spec.queue,
+            name: spec.name,
+            payload: spec.payload,
+            state,
+            priority: spec.priority,
+            attempts_made: 0,
+            max_attempts: spec.max_attempts,
+            backoff: spec.backoff,
+            timeout_ms: spec.timeout_ms,
+            stalls: 0,
+            max_stalls: spec.max_stalls,
+            progress: Progress::default(),
+            result: None,
+            error: None,
+            unique_key: spec.unique_key,
+            rate_limit_key: spec.rate_limit_key,
+            parent_id: spec.parent_id,
+            batch_id: spec.batch_id,
+            tags: spec.tags,
+            created_at,
+            run_at,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            expires_at: spec.expires_at,
+            on_failure: spec.on_failure,
+            attempts: Vec::new(),
+        }
+    }
+}
+
 /// Progress as reported by a handler: a percentage or a detailed count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -6,7 +6,7 @@ use crate::PgStore;
 use crate::counts::Counts;
 use crate::error::{SqlResultExt, end_tx};
 use crate::rows::{self, JOB_COLS};
-use drover_core::{Attempt, AttemptOutcome, ChildFailure, Job, JobId, JobSpec, JobState, Progress, Timestamp};
+use drover_core::{Attempt, AttemptOutcome, ChildFailure, Job, JobId, JobSpec, JobState, Timestamp};
 use drover_store::{Inserted, StoreError, StoreResult};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -94,7 +94,8 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
             (None, None) => now,
         };
         let state = if run_at > now { JobState::Delayed } else { JobState::Waiting };
-        let job = new_job(spec, state, now, run_at);
+        let id = spec.id.clone().unwrap_or_else(JobId::generate);
+        let job = Job::from_spec(spec, id, state, now, run_at);
         let seq: Option<i64> = sqlx::query_scalar(
             "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, \
                  backoff, timeout_ms, max_stalls, unique_key, rate_limit_key, tags, created_at, run_at, expires_at, \
@@ -145,42 +146,6 @@ fn unique_scope(queue: &str, key: &str) -> String {
 /// so this only guards against a future change of its bounds.
 fn int(field: &str, value: u32) -> StoreResult<i32> {
     i32::try_from(value).map_err(|_| StoreError::invalid(field, format!("{value} is too large")))
-}
-
-/// The job a new row holds, as the caller gets it back.
-fn new_job(spec: JobSpec, state: JobState, now: Timestamp, run_at: Timestamp) -> Job {
-    Job {
-        id: spec.id.unwrap_or_else(JobId::generate),
-        queue: spec.queue,
-        name: spec.name,
-        payload: spec.payload,
-        state,
-        priority: spec.priority,
-        attempts_made: 0,
-        max_attempts: spec.max_attempts,
-        backoff: spec.backoff,
-        timeout_ms: spec.timeout_ms,
-        stalls: 0,
-        max_stalls: spec.max_stalls,
-        progress: Progress::default(),
-        result: None,
-        error: None,
-        unique_key: spec.unique_key,
-        rate_limit_key: spec.rate_limit_key,
-        parent_id: spec.parent_id,
-        batch_id: spec.batch_id,
-        tags: spec.tags,
-        created_at: now,
-        run_at,
-        started_at: None,
-        finished_at: None,
-        worker_id: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        expires_at: spec.expires_at,
-        on_failure: spec.on_failure,
-        attempts: Vec::new(),
-    }
 }
 
 /// The job that makes `spec` a duplicate by its `unique_key` (the newest

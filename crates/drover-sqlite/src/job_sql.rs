@@ -59,7 +59,7 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
     let mut jobs = Vec::with_capacity(specs.len());
     let mut rows = Vec::with_capacity(specs.len());
     for spec in specs {
-        let id = spec.id.unwrap_or_else(JobId::generate);
+        let id = spec.id.clone().unwrap_or_else(JobId::generate);
         rows.push(NewRow {
             id: id.as_str().to_owned(),
             queue: spec.queue.clone(),
@@ -82,38 +82,8 @@ pub(crate) fn prepare_insert(specs: Vec<JobSpec>) -> StoreResult<(Vec<Job>, Vec<
             on_failure: (spec.on_failure != ChildFailure::FailParent).then(|| spec.on_failure.as_str()),
             children: 0,
         });
-        jobs.push(Job {
-            id,
-            queue: spec.queue,
-            name: spec.name,
-            payload: spec.payload,
-            state: JobState::Waiting,
-            priority: spec.priority,
-            attempts_made: 0,
-            max_attempts: spec.max_attempts,
-            backoff: spec.backoff,
-            timeout_ms: spec.timeout_ms,
-            stalls: 0,
-            max_stalls: spec.max_stalls,
-            progress: Progress::default(),
-            result: None,
-            error: None,
-            unique_key: spec.unique_key,
-            rate_limit_key: spec.rate_limit_key,
-            parent_id: spec.parent_id,
-            batch_id: spec.batch_id,
-            tags: spec.tags,
-            created_at: Timestamp(0),
-            run_at: Timestamp(0),
-            started_at: None,
-            finished_at: None,
-            worker_id: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            expires_at: spec.expires_at,
-            on_failure: spec.on_failure,
-            attempts: Vec::new(),
-        });
+        // Times are filled in by the writer, which knows them at commit.
+        jobs.push(Job::from_spec(spec, id, JobState::Waiting, Timestamp(0), Timestamp(0)));
     }
     Ok((jobs, rows))
 }
