@@ -122,6 +122,24 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The attempt a job completed by its first attempt keeps on its own row
+    /// (stores write no history row for it: one B-tree insert fewer on the
+    /// busiest path): its times and worker. `None` for any other job. Stores
+    /// add it when they read a completed job with an empty history.
+    pub fn implied_first_attempt(&self) -> Option<Attempt> {
+        let finished_at = self.finished_at.filter(|_| self.state == JobState::Completed)?;
+        Some(Attempt {
+            attempt: 1,
+            started_at: self.started_at.unwrap_or(finished_at),
+            finished_at,
+            outcome: AttemptOutcome::Completed,
+            error: None,
+            worker_id: self.worker_id.clone(),
+        })
+    }
+}
+
 /// Progress as reported by a handler: a percentage or a detailed count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

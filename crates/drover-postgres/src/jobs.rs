@@ -6,7 +6,7 @@ use crate::PgStore;
 use crate::counts::Counts;
 use crate::error::{SqlResultExt, end_tx};
 use crate::rows::{self, JOB_COLS};
-use drover_core::{Attempt, AttemptOutcome, ChildFailure, Job, JobId, JobSpec, JobState, Timestamp};
+use drover_core::{Attempt, ChildFailure, Job, JobId, JobSpec, JobState, Timestamp};
 use drover_store::{Inserted, StoreError, StoreResult};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -207,18 +207,8 @@ async fn attempts_of(conn: &mut PgConnection, seq: i64, job: &Job) -> StoreResul
     .await
     .db()?;
     let mut attempts = found.iter().map(rows::attempt).collect::<StoreResult<Vec<_>>>()?;
-    if attempts.is_empty()
-        && job.state == JobState::Completed
-        && let Some(finished_at) = job.finished_at
-    {
-        attempts.push(Attempt {
-            attempt: 1,
-            started_at: job.started_at.unwrap_or(finished_at),
-            finished_at,
-            outcome: AttemptOutcome::Completed,
-            error: None,
-            worker_id: job.worker_id.clone(),
-        });
+    if attempts.is_empty() {
+        attempts.extend(job.implied_first_attempt());
     }
     Ok(attempts)
 }

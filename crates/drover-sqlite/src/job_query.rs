@@ -3,7 +3,7 @@
 
 use crate::error::SqlResultExt;
 use crate::rows::{self, job_cols};
-use drover_core::{Attempt, AttemptOutcome, Job, JobId, JobState, LogEntry, Timestamp};
+use drover_core::{Attempt, Job, JobId, LogEntry, Timestamp};
 use drover_store::{JobListParams, JobPage, MAX_PAGE, StoreError, StoreResult};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -31,18 +31,8 @@ pub(crate) fn get(conn: &Connection, id: &JobId) -> StoreResult<Option<Job>> {
 /// have a history row for it, which is then read as before.)
 pub(crate) fn attempts_of(conn: &Connection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
     let mut found = attempts(conn, seq)?;
-    if found.is_empty()
-        && job.state == JobState::Completed
-        && let Some(finished_at) = job.finished_at
-    {
-        found.push(Attempt {
-            attempt: 1,
-            started_at: job.started_at.unwrap_or(finished_at),
-            finished_at,
-            outcome: AttemptOutcome::Completed,
-            error: None,
-            worker_id: job.worker_id.clone(),
-        });
+    if found.is_empty() {
+        found.extend(job.implied_first_attempt());
     }
     Ok(found)
 }
