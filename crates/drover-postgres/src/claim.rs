@@ -4,108 +4,85 @@
 
 use crate::PgStore;
 use crate::counts::Counts;
-use crate::error::{SqlResultExt, end_tx};
+use crate::error::SqlResultExt;
+use crate::fx::Effects;
+use crate::maintenance;
 use crate::rows::{self, JOB_COLS};
-use drover_core::{JobError, JobState, LeaseToken, QueueConfig, Timestamp};
-use drover_store::{ClaimedJob, JobClaimParams, StoreError, StoreResult};
-use sqlx::types::Json;
+use drover_core::{EventKind, JobId, JobState, LeaseToken, QueueConfig, Timestamp};
+use drover_store::{ClaimedJob, JobClaimParams, PendingEvent, StoreError, StoreResult};
+use serde_json::Value;
+
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The error code of a job whose TTL ran out before it started.
-pub(crate) const EXPIRED: &str = "expired";
+/// `Store::job_next_due`.
+pub(crate) async fn job_next_due(store: &PgStore, queues: &[String]) -> StoreResult<Option<Timestamp>> {
+    let _ = queues;
+    todo!("issue 5: job_next_due")
+}
 
-impl PgStore {
-    /// Claims up to `max` ready jobs from `queues` for one worker. Becomes
-    /// `Store::job_claim` and follows its contract, in one transaction:
-    /// unstarted jobs past their `expires_at` fail as `expired` (never
-    /// handed out), due `delayed` jobs become `waiting`, then each queue
-    /// that is not paused (nor held back by a handler's rate-limit
-    /// deferral) gives its first ready jobs in claim order (priority,
-    /// `run_at`, enqueue order) with `FOR UPDATE SKIP LOCKED`, one
-    /// statement per queue; the lists are merged in claim order and cut at
-    /// `max`, and the jobs become `active` in one update, each with a fresh
-    /// lease token. Jobs whose `rate_limit_key` is held back are stepped
-    /// over. Parallel claimers, on one server or several, skip each other's
-    /// locked rows: no job goes to two, none waits.
-    ///
-    /// Not yet: caps and rate limits (a queue `concurrency` or
-    /// `rate_limit`, key rules), which need the scope locks of ADR 0009. A
-    /// claim that would have to enforce one is refused with
-    /// [`StoreError::Invalid`] ("not supported by the PostgreSQL store
-    /// yet") rather than over-starting; the PostgreSQL store has no method
-    /// that sets them yet. Events (`job:waiting`, `job:active`, `job:failed`)
-    /// come with the events table; none are published yet.
-    pub async fn job_claim(&self, p: JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
-        let now = self.now();
-        let mut tx = self.pool().begin().await.db()?;
-        let result = claim_in(&mut tx, &p, now).await;
-        end_tx(tx, result).await
-    }
+/// Claims up to `max` ready jobs from `queues` for one worker. Becomes
+/// `Store::job_claim` and follows its contract, in one transaction:
+/// unstarted jobs past their `expires_at` fail as `expired` (never
+/// handed out), due `delayed` jobs become `waiting`, then each queue
+/// that is not paused (nor held back by a handler's rate-limit
+/// deferral) gives its first ready jobs in claim order (priority,
+/// `run_at`, enqueue order) with `FOR UPDATE SKIP LOCKED`, one
+/// statement per queue; the lists are merged in claim order and cut at
+/// `max`, and the jobs become `active` in one update, each with a fresh
+/// lease token. Jobs whose `rate_limit_key` is held back are stepped
+/// over. Parallel claimers, on one server or several, skip each other's
+/// locked rows: no job goes to two, none waits.
+///
+/// Not yet: caps and rate limits (a queue `concurrency` or
+/// `rate_limit`, key rules), which need the scope locks of ADR 0009. A
+/// claim that would have to enforce one is refused with
+/// [`StoreError::Invalid`] ("not supported by the PostgreSQL store
+/// yet") rather than over-starting; the PostgreSQL store has no method
+/// that sets them yet. Events (`job:waiting`, `job:active`, `job:failed`)
+/// come with the events table; none are published yet.
+pub(crate) async fn job_claim(store: &PgStore, p: JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+    let mut w = store.begin().await?;
+    let result = claim_in(&mut w.tx, &mut w.fx, &p).await;
+    store.commit(w, result).await
 }
 
 /// The claim's transaction body.
-async fn claim_in(conn: &mut PgConnection, p: &JobClaimParams, now: Timestamp) -> StoreResult<Vec<ClaimedJob>> {
-    let mut counts = Counts::default();
-    expire_due(conn, now, &mut counts).await?;
-    promote_due(conn, now, &mut counts).await?;
+async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+    let now = fx.now;
+    maintenance::expire_due(conn, fx).await?;
+    promote_due(conn, fx).await?;
     let claimed = if p.max == 0 || p.queues.is_empty() {
         Vec::new()
     } else {
-        pick_and_activate(conn, p, now, &mut counts).await?
+        pick_and_activate(conn, p, now, &mut fx.counts).await?
     };
-    counts.flush(conn).await?;
     Ok(claimed)
 }
 
-/// Fails every unstarted `waiting` or `delayed` job whose `expires_at` is
-/// at or before `now`, with error code `expired` and no attempt. Rows
-/// another transaction holds are skipped (it is claiming or finishing
-/// them, and expires them itself if due). The terms name `jobs_expiring`.
-async fn expire_due(conn: &mut PgConnection, now: Timestamp, counts: &mut Counts) -> StoreResult<()> {
-    let due = sqlx::query(
-        "SELECT seq, queue, state FROM jobs WHERE expires_at IS NOT NULL AND started_at IS NULL \
-         AND state IN ('waiting', 'delayed') AND expires_at <= $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now.0)
-    .fetch_all(&mut *conn)
-    .await
-    .db()?;
-    if due.is_empty() {
-        return Ok(());
-    }
-    let mut seqs = Vec::with_capacity(due.len());
-    for row in &due {
-        seqs.push(row.try_get::<i64, _>(0).db()?);
-        counts.moved(row.try_get::<&str, _>(1).db()?, rows::state(row, 2)?, JobState::Failed);
-    }
-    let error = JobError::with_code(EXPIRED, "not started before its expires_at");
-    sqlx::query("UPDATE jobs SET state = 'failed', error = $1, finished_at = $2 WHERE seq = ANY($3)")
-        .bind(Json(&error))
-        .bind(now.0)
-        .bind(&seqs)
-        .execute(&mut *conn)
-        .await
-        .db()?;
-    Ok(())
-}
-
 /// `delayed` jobs whose `run_at` has passed become `waiting` (the delayed
-/// index's head, rows locked elsewhere skipped).
-async fn promote_due(conn: &mut PgConnection, now: Timestamp, counts: &mut Counts) -> StoreResult<()> {
-    let moved: Vec<String> = sqlx::query_scalar(
+/// index's head, rows locked elsewhere skipped); returns how many.
+pub(crate) async fn promote_due(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<u64> {
+    let moved = sqlx::query(
         "UPDATE jobs SET state = 'waiting' FROM (SELECT seq FROM jobs WHERE state = 'delayed' AND run_at <= $1 \
-         FOR UPDATE SKIP LOCKED) AS due WHERE jobs.seq = due.seq RETURNING jobs.queue",
+         FOR UPDATE SKIP LOCKED) AS due WHERE jobs.seq = due.seq RETURNING jobs.id, jobs.queue, jobs.batch_id",
     )
-    .bind(now.0)
+    .bind(fx.now.0)
     .fetch_all(&mut *conn)
     .await
     .db()?;
-    for queue in moved {
-        counts.moved(&queue, JobState::Delayed, JobState::Waiting);
+    for row in &moved {
+        let id = JobId::from_trusted(row.try_get(0).db()?);
+        let queue: &str = row.try_get(1).db()?;
+        let batch_id: Option<&str> = row.try_get(2).db()?;
+        fx.counts.moved(queue, JobState::Delayed, JobState::Waiting);
+        fx.event(PendingEvent::job(EventKind::Waiting, &id, queue, batch_id, fx.now, Value::Null));
     }
-    Ok(())
+    if !moved.is_empty() {
+        fx.ready = true;
+    }
+    Ok(moved.len() as u64)
 }
 
 /// Picks per queue, merges, activates.

@@ -5,8 +5,8 @@
 //! never handed back).
 
 use crate::PgStore;
-use crate::counts::Counts;
-use crate::error::{SqlResultExt, end_tx};
+use crate::error::SqlResultExt;
+use crate::fx::Effects;
 use crate::rows;
 use drover_core::decide_failure;
 use drover_core::{AttemptOutcome, Backoff, FailureDecision, FailureReport, JobError, JobId, JobState, Timestamp};
@@ -15,49 +15,46 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
-impl PgStore {
-    /// Ends attempts, completions and failures, in one transaction.
-    /// Becomes `Store::job_finish_many` and follows its contract: per item,
-    /// [`StoreError::LeaseLost`] when the job is not active under that
-    /// token (nothing changes for it; the others apply). A completion makes
-    /// the job `completed` with its result (`cancelled`, keeping the
-    /// result, when a cancel was requested). A failure follows
-    /// [`drover_core::decide_failure`]: `delayed` for a retry or a
-    /// rate-limit deferral (which hands the attempt back and holds back,
-    /// until its `run_at`, the job's `rate_limit_key`, or its queue when it
-    /// has none), else `failed` (`cancelled` when a cancel was requested).
-    /// A release sends the job back to `waiting`, the attempt handed back.
-    /// Every item appends one attempt to the history, except a completion
-    /// by the first attempt, which the job row records (as in SQLite).
-    ///
-    /// The items' rows are locked first, in `seq` order, so two finishes
-    /// sharing jobs cannot deadlock. Flows and batches need no hook here:
-    /// the PostgreSQL store does not insert jobs with a parent or a batch
-    /// yet. Events come with the events table; none are published yet.
-    pub async fn job_finish_many(&self, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let mut tx = self.pool().begin().await.db()?;
-        let result = finish_in(&mut tx, &items, now).await;
-        end_tx(tx, result).await
+/// Ends attempts, completions and failures, in one transaction.
+/// Becomes `Store::job_finish_many` and follows its contract: per item,
+/// [`StoreError::LeaseLost`] when the job is not active under that
+/// token (nothing changes for it; the others apply). A completion makes
+/// the job `completed` with its result (`cancelled`, keeping the
+/// result, when a cancel was requested). A failure follows
+/// [`drover_core::decide_failure`]: `delayed` for a retry or a
+/// rate-limit deferral (which hands the attempt back and holds back,
+/// until its `run_at`, the job's `rate_limit_key`, or its queue when it
+/// has none), else `failed` (`cancelled` when a cancel was requested).
+/// A release sends the job back to `waiting`, the attempt handed back.
+/// Every item appends one attempt to the history, except a completion
+/// by the first attempt, which the job row records (as in SQLite).
+///
+/// The items' rows are locked first, in `seq` order, so two finishes
+/// sharing jobs cannot deadlock. Flows and batches need no hook here:
+/// the PostgreSQL store does not insert jobs with a parent or a batch
+/// yet. Events come with the events table; none are published yet.
+pub(crate) async fn job_finish_many(store: &PgStore, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut w = store.begin().await?;
+    let result = finish_in(&mut w.tx, &mut w.fx, &items).await;
+    store.commit(w, result).await
 }
 
 /// The finish's transaction body.
 async fn finish_in(
     conn: &mut PgConnection,
+    fx: &mut Effects,
     items: &[JobFinish],
-    now: Timestamp,
 ) -> StoreResult<Vec<StoreResult<Finished>>> {
+    let now = fx.now;
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     sqlx::query("SELECT seq FROM jobs WHERE id = ANY($1) ORDER BY seq FOR UPDATE")
         .bind(&ids)
         .execute(&mut *conn)
         .await
         .db()?;
-    let mut counts = Counts::default();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let Some(active) = Active::read(conn, &item.id, item.lease_token.0).await? else {
@@ -69,10 +66,10 @@ async fn finish_in(
             FinishOutcome::Fail(report) => fail(conn, &active, report, now).await?,
             FinishOutcome::Release => release(conn, &active, now).await?,
         };
-        counts.moved(&active.queue, JobState::Active, finished.state);
+        fx.counts.moved(&active.queue, JobState::Active, finished.state);
+        fx.left_active(&active.queue, active.rate_limit_key.as_deref());
         out.push(Ok(finished));
     }
-    counts.flush(conn).await?;
     Ok(out)
 }
 

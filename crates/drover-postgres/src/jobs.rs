@@ -3,70 +3,74 @@
 //! whole (ADR 0009).
 
 use crate::PgStore;
-use crate::counts::Counts;
-use crate::error::{SqlResultExt, end_tx};
+use crate::error::SqlResultExt;
+use crate::fx::Effects;
 use crate::rows::{self, JOB_COLS};
-use drover_core::{Attempt, ChildFailure, Job, JobId, JobSpec, JobState, Timestamp};
-use drover_store::{Inserted, StoreError, StoreResult};
+use drover_core::{Attempt, ChildFailure, EventKind, Job, JobId, JobSpec, JobState, Timestamp};
+use drover_store::{Inserted, PendingEvent, StoreError, StoreResult};
+use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-impl PgStore {
-    /// Inserts jobs in one transaction: all or nothing. Becomes
-    /// `Store::job_insert_many` and follows its contract: validation by
-    /// [`JobSpec::validate`] (the first bad spec fails the call, nothing is
-    /// inserted); a spec whose id exists (in the store, or earlier in the
-    /// same call) returns the existing job, unchanged, with `duplicate:
-    /// true`; so does a spec with a `unique_key` when its queue holds a job
-    /// with that key that is unfinished, or (with `unique_for_ms`) was
-    /// created less than that long ago: the newest such job is returned,
-    /// checked before the id. A job is `delayed` when its first `run_at` is
-    /// after now, else `waiting`; `expires_at` is stored as given. Results
-    /// are in input order. `queue_counts` change in the same transaction.
-    ///
-    /// Across servers: the ids are made unique by `ON CONFLICT (id) DO
-    /// NOTHING` (a second server inserting the same id waits for the first
-    /// to commit, then finds its job); unique keys are serialised by a
-    /// transaction-scoped advisory lock per `(queue, key)`, all of a call's
-    /// taken up front in sorted order, so two calls cannot deadlock.
-    ///
-    /// Not yet (refused with [`StoreError::Invalid`], "not supported by
-    /// the PostgreSQL store yet", before anything is written): specs with a
-    /// `parent_id` or a `batch_id`, which need the flow and batch hooks
-    /// that come with the `Store` trait. Events (`job:waiting`,
-    /// `job:delayed`) come with the events table (ADR 0009); none are
-    /// published yet.
-    pub async fn job_insert_many(&self, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
-        let many = specs.len() > 1;
-        for (i, spec) in specs.iter().enumerate() {
-            spec.validate()?;
-            let field = |name: &str| if many { format!("jobs[{i}].{name}") } else { name.to_owned() };
-            if spec.parent_id.is_some() {
-                return Err(StoreError::invalid(field("parent_id"), "not supported by the PostgreSQL store yet"));
-            }
-            if spec.batch_id.is_some() {
-                return Err(StoreError::invalid(field("batch_id"), "not supported by the PostgreSQL store yet"));
-            }
+/// Inserts jobs in one transaction: all or nothing. Becomes
+/// `Store::job_insert_many` and follows its contract: validation by
+/// [`JobSpec::validate`] (the first bad spec fails the call, nothing is
+/// inserted); a spec whose id exists (in the store, or earlier in the
+/// same call) returns the existing job, unchanged, with `duplicate:
+/// true`; so does a spec with a `unique_key` when its queue holds a job
+/// with that key that is unfinished, or (with `unique_for_ms`) was
+/// created less than that long ago: the newest such job is returned,
+/// checked before the id. A job is `delayed` when its first `run_at` is
+/// after now, else `waiting`; `expires_at` is stored as given. Results
+/// are in input order. `queue_counts` change in the same transaction.
+///
+/// Across servers: the ids are made unique by `ON CONFLICT (id) DO
+/// NOTHING` (a second server inserting the same id waits for the first
+/// to commit, then finds its job); unique keys are serialised by a
+/// transaction-scoped advisory lock per `(queue, key)`, all of a call's
+/// taken up front in sorted order, so two calls cannot deadlock.
+///
+/// Not yet (refused with [`StoreError::Invalid`], "not supported by
+/// the PostgreSQL store yet", before anything is written): specs with a
+/// `parent_id` or a `batch_id`, which need the flow and batch hooks
+/// that come with the `Store` trait. Events (`job:waiting`,
+/// `job:delayed`) come with the events table (ADR 0009); none are
+/// published yet.
+pub(crate) async fn job_insert_many(store: &PgStore, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
+    let many = specs.len() > 1;
+    for (i, spec) in specs.iter().enumerate() {
+        spec.validate()?;
+        let field = |name: &str| if many { format!("jobs[{i}].{name}") } else { name.to_owned() };
+        if spec.parent_id.is_some() {
+            return Err(StoreError::invalid(field("parent_id"), "not supported by the PostgreSQL store yet"));
         }
-        if specs.is_empty() {
-            return Ok(Vec::new());
+        if spec.batch_id.is_some() {
+            return Err(StoreError::invalid(field("batch_id"), "not supported by the PostgreSQL store yet"));
         }
-        let now = self.now();
-        let mut tx = self.pool().begin().await.db()?;
-        let result = insert_in(&mut tx, specs, now).await;
-        end_tx(tx, result).await
     }
-
-    /// One job with its attempt history, or `None`. Becomes
-    /// `Store::job_get`.
-    pub async fn job_get(&self, id: &JobId) -> StoreResult<Option<Job>> {
-        let mut conn = self.pool().acquire().await.db()?;
-        get_in(&mut conn, id).await
+    if specs.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut w = store.begin().await?;
+    let result = insert_in(&mut w.tx, &mut w.fx, specs).await;
+    store.commit(w, result).await
 }
 
-/// The insert's transaction body.
-async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp) -> StoreResult<Vec<Inserted>> {
+/// One job with its attempt history, or `None`. Becomes
+/// `Store::job_get`.
+pub(crate) async fn job_get(store: &PgStore, id: &JobId) -> StoreResult<Option<Job>> {
+    let mut conn = store.pool().acquire().await.db()?;
+    get_in(&mut conn, id).await
+}
+
+/// The insert's transaction body, shared by every method that inserts jobs
+/// (flows, batches, schedules, transactional enqueue).
+pub(crate) async fn insert_in(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    specs: Vec<JobSpec>,
+) -> StoreResult<Vec<Inserted>> {
+    let now = fx.now;
     let mut scopes: Vec<String> =
         specs.iter().filter_map(|s| s.unique_key.as_ref().map(|key| unique_scope(&s.queue, key))).collect();
     scopes.sort_unstable();
@@ -79,7 +83,6 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
             .db()?;
     }
 
-    let mut counts = Counts::default();
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
         // Row by row, so a key repeated within one call finds the row
@@ -130,10 +133,12 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
             out.push(Inserted { job: existing, duplicate: true });
             continue;
         }
-        counts.add(&job.queue, state, 1);
+        fx.counts.add(&job.queue, state, 1);
+        let kind = if state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+        fx.event(PendingEvent::job(kind, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        fx.ready = true;
         out.push(Inserted { job, duplicate: false });
     }
-    counts.flush(conn).await?;
     Ok(out)
 }
 

@@ -9,6 +9,7 @@ use drover_core::{
 };
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
+use drover_store::Store;
 use drover_store::{ClaimedJob, FinishOutcome, Finished, JobClaimParams, JobFinish, StoreError};
 use serde_json::json;
 use sqlx::Connection;

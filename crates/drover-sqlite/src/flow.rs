@@ -12,13 +12,12 @@ use crate::error::SqlResultExt;
 use crate::job_sql;
 use crate::rows::{self, job_cols, to_json};
 use crate::writer::Ctx;
-use drover_core::{EventKind, Job, JobError, JobId, JobSpec, JobState, Timestamp};
+use drover_core::{EventKind, Job, JobId, JobSpec, JobState, Timestamp};
 use drover_store::{BatchInfo, BatchState, PendingEvent, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-/// The error code of a parent failed by a child (`details.child_id`).
-pub(crate) const CHILD_FAILED: &str = "child_failed";
+pub(crate) use drover_core::flow::child_failed_error;
 
 /// A job that just reached a final state, as [`ended`] needs it.
 pub(crate) struct EndedJob<'a> {
@@ -182,18 +181,6 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
         }
         // Already finished: a late child changes nothing.
         _ => Ok(None),
-    }
-}
-
-/// The error a parent fails with because of `child_id`.
-/// `child_state` is `None` when it is no longer known (the parent was
-/// running and learns of it when its handler returns).
-pub(crate) fn child_failed_error(child_id: &str, child_state: Option<JobState>) -> JobError {
-    let how = child_state.map_or_else(|| "failed or was cancelled".to_owned(), |s| format!("ended {s}"));
-    JobError {
-        message: format!("child job {child_id} {how}"),
-        code: Some(CHILD_FAILED.to_owned()),
-        details: json!({ "child_id": child_id }),
     }
 }
 
