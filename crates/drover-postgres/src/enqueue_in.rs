@@ -43,7 +43,7 @@ impl PgStore {
             // Origin "foreign": no store publishes these events at once,
             // so every listener (this store's too) publishes them when the
             // notification arrives, that is after the caller's commit.
-            notify::send(&mut savepoint, notify::FOREIGN, &fx).await?;
+            notify::send(&mut savepoint, &self.shared.channels, notify::FOREIGN, &fx).await?;
             Ok(inserted)
         }
         .await;

@@ -132,7 +132,7 @@ impl PgStore {
         let before_commit = async {
             std::mem::take(&mut fx.counts).flush(&mut tx).await?;
             crate::limits::wake_if_capped(&mut tx, &mut fx).await?;
-            notify::send(&mut tx, self.shared.origin, &fx).await
+            notify::send(&mut tx, &self.shared.channels, self.shared.origin, &fx).await
         };
         if let Err(e) = before_commit.await {
             let _ = tx.rollback().await;

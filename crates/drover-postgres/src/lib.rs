@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     /// Tells this store's notifications from other servers' (random, never
     /// [`notify::FOREIGN`]).
     pub origin: u64,
+    /// This schema's notification channels.
+    pub channels: notify::Channels,
     /// The listener's own one-connection pool.
     listen_pool: PgPool,
     /// Dropped with the last clone: stops the listener.
@@ -144,6 +146,7 @@ impl PgStore {
             ready: ReadySignal::default(),
             schedules: ReadySignal::default(),
             origin: fastrand::u64(1..),
+            channels: notify::Channels::of_schema(options.schema.as_deref()),
             listen_pool: listen_pool.clone(),
             _stop_listener: stop,
         });

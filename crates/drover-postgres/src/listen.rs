@@ -7,7 +7,7 @@
 //! down, and fetchers and schedulers keep their fallback polls.
 
 use crate::Shared;
-use crate::notify::{self, EVENTS, READY, SCHEDULES};
+use crate::notify;
 use sqlx::postgres::{PgListener, PgPool};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -51,7 +51,13 @@ async fn run(pool: PgPool, shared: Weak<Shared>) {
 /// Listens until the store goes away (`Ok`) or the connection fails.
 async fn listen(pool: &PgPool, shared: &Weak<Shared>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([READY, SCHEDULES, EVENTS]).await?;
+    let channels = match shared.upgrade() {
+        Some(shared) => shared.channels.clone(),
+        None => return Ok(()),
+    };
+    listener
+        .listen_all([channels.ready.as_str(), channels.schedules.as_str(), channels.events.as_str()])
+        .await?;
     missed_something(shared);
     loop {
         let Some(notification) = listener.try_recv().await? else {
@@ -61,15 +67,17 @@ async fn listen(pool: &PgPool, shared: &Weak<Shared>) -> Result<(), sqlx::Error>
             continue;
         };
         let Some(shared) = shared.upgrade() else { return Ok(()) };
-        match notification.channel() {
-            READY => shared.ready.notify(),
-            SCHEDULES => shared.schedules.notify(),
-            EVENTS => match notify::decode(notification.payload(), shared.origin) {
+        let channel = notification.channel();
+        if channel == channels.ready {
+            shared.ready.notify();
+        } else if channel == channels.schedules {
+            shared.schedules.notify();
+        } else if channel == channels.events {
+            match notify::decode(notification.payload(), shared.origin) {
                 Some(events) if !events.is_empty() => shared.bus.publish(events),
                 Some(_) => {}
-                None => tracing::warn!(payload = notification.payload(), "unreadable drover_events payload"),
-            },
-            _ => {}
+                None => tracing::warn!(payload = notification.payload(), "unreadable drover events payload"),
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Cross-server wake-ups and events over `LISTEN/NOTIFY` (ADR 0009): what a
 //! transaction sends before it commits, and how a listener reads it back.
 //!
-//! Three channels:
-//! - `drover_ready`: jobs may have become claimable; wake fetchers.
-//! - `drover_schedules`: a schedule changed; wake schedulers.
-//! - `drover_events`: the transaction's events, as `ORIGIN [event, ...]`
+//! Three channels per schema ([`Channels`]; NOTIFY is per database, and
+//! stores on different schemas of one database must not hear each other):
+//! - `drover_ready:SCHEMA`: jobs may have become claimable; wake fetchers.
+//! - `drover_schedules:SCHEMA`: a schedule changed; wake schedulers.
+//! - `drover_events:SCHEMA`: the transaction's events, as `ORIGIN [event, ...]`
 //!   (the origin in decimal, a space, a JSON array), cut into payloads
 //!   under PostgreSQL's 8000-byte limit. The origin comes first so that a
 //!   listener skips its own store's payloads without parsing them.
@@ -25,12 +26,40 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-/// Jobs may be claimable.
-pub(crate) const READY: &str = "drover_ready";
-/// A schedule changed.
-pub(crate) const SCHEDULES: &str = "drover_schedules";
-/// Events, as JSON.
-pub(crate) const EVENTS: &str = "drover_events";
+/// The longest channel name PostgreSQL accepts (`NAMEDATALEN - 1`).
+const MAX_CHANNEL: usize = 63;
+
+/// The channel names of one schema's stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Channels {
+    /// Jobs may be claimable.
+    pub ready: String,
+    /// A schedule changed.
+    pub schedules: String,
+    /// Events, as JSON.
+    pub events: String,
+}
+
+impl Channels {
+    /// The channels of the stores on `schema` (`None`: the connection's
+    /// default schema, named `public` here). A schema name too long for a
+    /// channel name is replaced by a stable hash of it (FNV-1a, the same
+    /// in every build, so servers of different versions still agree).
+    pub(crate) fn of_schema(schema: Option<&str>) -> Channels {
+        let schema = schema.unwrap_or("public");
+        let name = |kind: &str| {
+            let full = format!("drover_{kind}:{schema}");
+            if full.len() <= MAX_CHANNEL {
+                return full;
+            }
+            let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            format!("drover_{kind}:#{hash:016x}")
+        };
+        Channels { ready: name("ready"), schedules: name("schedules"), events: name("events") }
+    }
+}
 /// The origin of transactions no store of this process committed.
 pub(crate) const FOREIGN: u64 = 0;
 
@@ -78,13 +107,13 @@ impl WireEvent {
 }
 
 /// The `(channel, payload)` pairs a transaction's effects need.
-pub(crate) fn messages(origin: u64, fx: &Effects) -> Vec<(&'static str, String)> {
+pub(crate) fn messages<'c>(channels: &'c Channels, origin: u64, fx: &Effects) -> Vec<(&'c str, String)> {
     let mut out = Vec::new();
     if fx.ready {
-        out.push((READY, String::new()));
+        out.push((channels.ready.as_str(), String::new()));
     }
     if fx.schedules_changed {
-        out.push((SCHEDULES, String::new()));
+        out.push((channels.schedules.as_str(), String::new()));
     }
     let mut chunk: Vec<String> = Vec::new();
     let mut size = 0;
@@ -99,7 +128,7 @@ pub(crate) fn messages(origin: u64, fx: &Effects) -> Vec<(&'static str, String)>
             one = serde_json::to_string(&slim).unwrap_or_default();
         }
         if !chunk.is_empty() && head.len() + size + one.len() + 2 > MAX_PAYLOAD {
-            out.push((EVENTS, format!("{head}{}]", chunk.join(","))));
+            out.push((channels.events.as_str(), format!("{head}{}]", chunk.join(","))));
             chunk.clear();
             size = 0;
         }
@@ -107,15 +136,15 @@ pub(crate) fn messages(origin: u64, fx: &Effects) -> Vec<(&'static str, String)>
         chunk.push(one);
     }
     if !chunk.is_empty() {
-        out.push((EVENTS, format!("{head}{}]", chunk.join(","))));
+        out.push((channels.events.as_str(), format!("{head}{}]", chunk.join(","))));
     }
     out
 }
 
 /// Queues the notifications of `fx` in the transaction on `conn`, in one
 /// statement (nothing is sent when there is nothing to say).
-pub(crate) async fn send(conn: &mut PgConnection, origin: u64, fx: &Effects) -> StoreResult<()> {
-    let messages = messages(origin, fx);
+pub(crate) async fn send(conn: &mut PgConnection, channels: &Channels, origin: u64, fx: &Effects) -> StoreResult<()> {
+    let messages = messages(channels, origin, fx);
     if messages.is_empty() {
         return Ok(());
     }
@@ -168,9 +197,10 @@ mod tests {
     #[test]
     fn events_round_trip_and_skip_their_origin() {
         let fx = fx_with(vec![event(1, json!({"x": 1})), event(2, Value::Null)]);
-        let messages = messages(42, &fx);
+        let ch = Channels::of_schema(None);
+        let messages = messages(&ch, 42, &fx);
         assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].0, EVENTS);
+        assert_eq!(messages[0].0, "drover_events:public");
         let back = decode(&messages[0].1, 7).unwrap();
         assert_eq!(back, fx.events);
         assert!(decode(&messages[0].1, 42).unwrap().is_empty(), "own events come back empty");
@@ -181,11 +211,12 @@ mod tests {
     fn payloads_stay_under_the_limit_and_keep_order() {
         let events: Vec<PendingEvent> = (0..500).map(|n| event(n, json!({"n": n}))).collect();
         let fx = fx_with(events.clone());
-        let messages = messages(1, &fx);
+        let ch = Channels::of_schema(Some("s"));
+        let messages = messages(&ch, 1, &fx);
         assert!(messages.len() > 1);
         let mut back = Vec::new();
         for (channel, payload) in &messages {
-            assert_eq!(*channel, EVENTS);
+            assert_eq!(*channel, "drover_events:s");
             assert!(payload.len() < 8000, "{}", payload.len());
             back.extend(decode(payload, 9).unwrap());
         }
@@ -196,7 +227,8 @@ mod tests {
     fn an_oversized_event_travels_without_its_data() {
         let big = "x".repeat(20_000);
         let fx = fx_with(vec![event(1, json!({ "result": big })), event(2, json!(2))]);
-        let messages = messages(1, &fx);
+        let ch = Channels::of_schema(None);
+        let messages = messages(&ch, 1, &fx);
         let back: Vec<PendingEvent> = messages.iter().flat_map(|(_, p)| decode(p, 9).unwrap()).collect();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].data, json!({"truncated": true}));
@@ -205,10 +237,27 @@ mod tests {
 
     #[test]
     fn signals_only_when_set() {
+        let ch = Channels::of_schema(None);
         let mut fx = fx_with(Vec::new());
-        assert!(messages(1, &fx).is_empty());
+        assert!(messages(&ch, 1, &fx).is_empty());
         fx.ready = true;
         fx.schedules_changed = true;
-        assert_eq!(messages(1, &fx), vec![(READY, String::new()), (SCHEDULES, String::new())]);
+        assert_eq!(
+            messages(&ch, 1, &fx),
+            vec![("drover_ready:public", String::new()), ("drover_schedules:public", String::new())]
+        );
+    }
+
+    #[test]
+    fn channels_are_per_schema_and_fit_postgres() {
+        let a = Channels::of_schema(Some("tenant_a"));
+        let b = Channels::of_schema(Some("tenant_b"));
+        assert_ne!(a.ready, b.ready);
+        assert_eq!(a.events, "drover_events:tenant_a");
+        let long = "s".repeat(63);
+        let one = Channels::of_schema(Some(&long));
+        assert!(one.schedules.len() <= MAX_CHANNEL, "{}", one.schedules);
+        assert_eq!(one, Channels::of_schema(Some(&long)), "stable");
+        assert_ne!(one, Channels::of_schema(Some(&"t".repeat(63))));
     }
 }

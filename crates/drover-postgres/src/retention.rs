@@ -21,7 +21,14 @@ use sqlx::{PgConnection, Row};
 
 /// `Store::job_retention_sweep`: removes at most `limit` finished jobs and
 /// returns how many it removed.
+///
+/// It also folds the count deltas of transactional enqueues into
+/// `queue_counts` first (maintenance, like the sweep), in a statement of
+/// its own so the count rows stay locked only for that statement.
 pub(crate) async fn job_retention_sweep(store: &PgStore, limit: u32) -> StoreResult<u64> {
+    let mut conn = store.pool().acquire().await.db()?;
+    crate::counts::fold_deltas(&mut conn).await?;
+    drop(conn);
     if limit == 0 {
         return Ok(0);
     }
