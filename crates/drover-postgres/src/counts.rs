@@ -48,7 +48,8 @@ impl Counts {
         if rows.is_empty() {
             return None;
         }
-        let mut columns = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        let mut columns =
+            (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
         for ((queue, state), n) in rows {
             columns.0.push(queue);
             columns.1.push(state);

@@ -32,8 +32,8 @@
 
 mod admin;
 mod claim;
-mod enqueue_in;
 mod counts;
+mod enqueue_in;
 mod error;
 mod finish;
 mod flow;
@@ -124,10 +124,8 @@ impl PgStore {
         // The listener's connection has a pool of its own, so it never
         // takes one of the `max_connections` the store's work needs; its
         // application name tells it apart in `pg_stat_activity`.
-        let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(
+        let listen_pool =
+            PgPoolOptions::new().max_connections(1).acquire_timeout(options.acquire_timeout).connect_lazy_with(
                 connect_options.clone().application_name(&format!("{}-listener", options.application_name)),
             );
         let pool = PgPoolOptions::new()

@@ -55,9 +55,7 @@ async fn listen(pool: &PgPool, shared: &Weak<Shared>) -> Result<(), sqlx::Error>
         Some(shared) => shared.channels.clone(),
         None => return Ok(()),
     };
-    listener
-        .listen_all([channels.ready.as_str(), channels.schedules.as_str(), channels.events.as_str()])
-        .await?;
+    listener.listen_all([channels.ready.as_str(), channels.schedules.as_str(), channels.events.as_str()]).await?;
     missed_something(shared);
     loop {
         let Some(notification) = listener.try_recv().await? else {

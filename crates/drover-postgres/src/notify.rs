@@ -52,9 +52,9 @@ impl Channels {
             if full.len() <= MAX_CHANNEL {
                 return full;
             }
-            let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
+            let hash = schema
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
             format!("drover_{kind}:#{hash:016x}")
         };
         Channels { ready: name("ready"), schedules: name("schedules"), events: name("events") }

@@ -295,12 +295,11 @@ async fn schema_mirrors_the_sqlite_schema() {
 
     let store = db.connect().await;
     let mut conn = db.raw_connection().await;
-    let pg_tables: Vec<String> =
-        tables(&mut conn, db.schema())
-            .await
-            .into_iter()
-            .filter(|t| t != MIGRATIONS_TABLE && !PG_ONLY.contains(&t.as_str()))
-            .collect();
+    let pg_tables: Vec<String> = tables(&mut conn, db.schema())
+        .await
+        .into_iter()
+        .filter(|t| t != MIGRATIONS_TABLE && !PG_ONLY.contains(&t.as_str()))
+        .collect();
     assert_eq!(pg_tables, sqlite_tables);
 
     for table in &sqlite_tables {
@@ -342,4 +341,26 @@ async fn test_schema_is_dropped_with_its_test_db() {
     drop(db);
     let n: i64 = sqlx::query_scalar(exists).bind(&schema).fetch_one(&mut conn).await.unwrap();
     assert_eq!(n, 0, "schema {schema} survived its TestDb");
+}
+
+/// `sslmode=require` in the URL gives TLS connections (rustls), for managed
+/// servers that refuse plain ones. Skips when the test server has TLS off.
+#[tokio::test]
+async fn sslmode_require_connects_over_tls() {
+    let Some(db) = TestDb::new().await else { return };
+    let mut raw = db.raw_connection().await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl").fetch_one(&mut raw).await.unwrap();
+    if ssl != "on" {
+        eprintln!("skipped: the test server has ssl = {ssl}");
+        return;
+    }
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}sslmode=require", db.url());
+    let store = PgStore::connect(&url, db.options()).await.unwrap();
+    let over_tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(over_tls, "the pool's connections use TLS");
+    store.close().await;
 }
