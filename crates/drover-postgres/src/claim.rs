@@ -219,8 +219,7 @@ async fn pick_in_order(
         "SELECT {JOB_COLS} FROM jobs WHERE state = 'waiting' AND queue = $1 \
          ORDER BY priority, run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
-    let found =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(queue).bind(want as i64).fetch_all(&mut *conn).await.db()?;
+    let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(queue).bind(want as i64).fetch_all(&mut *conn).await.db()?;
     for row in &found {
         picked.push(rows::job(row)?);
     }

@@ -451,8 +451,7 @@ pub(crate) async fn wake_if_capped(conn: &mut PgConnection, fx: &mut Effects) ->
     .db()?;
     let queue_capped: bool = row.try_get(0).db()?;
     let rules: Vec<(String, KeyLimit)> = rows::opt_json(&row, 1)?.unwrap_or_default();
-    let key_capped =
-        keys.iter().any(|key| rule_for(&rules, key).is_some_and(|(_, limit)| limit.concurrency.is_some()));
+    let key_capped = keys.iter().any(|key| rule_for(&rules, key).is_some_and(|(_, limit)| limit.concurrency.is_some()));
     fx.ready |= queue_capped || key_capped;
     Ok(())
 }
