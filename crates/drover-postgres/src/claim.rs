@@ -130,11 +130,14 @@ async fn pick_and_activate(
 
     // One round trip for the common case, no flow control in use: each
     // queue's pause flag, config and throttle row, the key rules, and
-    // whether any key is held (the uncorrelated subqueries run once).
+    // whether keys must be looked at: a rule exists, or else a key is held
+    // (the uncorrelated subqueries run once, the scan of `throttles` only
+    // when no rule exists).
     let settings = sqlx::query(
         "SELECT q.name, coalesce(s.paused, false), s.config, t.starts, t.held_until, \
          (SELECT jsonb_agg(jsonb_build_array(r.key, r.config)) FROM rate_limit_rules r), \
-         EXISTS (SELECT 1 FROM throttles h WHERE starts_with(h.scope, 'k:') AND h.held_until > $2) \
+         EXISTS (SELECT 1 FROM rate_limit_rules) \
+         OR EXISTS (SELECT 1 FROM throttles h WHERE starts_with(h.scope, 'k:') AND h.held_until > $2) \
          FROM unnest($1::text[]) AS q(name) \
          LEFT JOIN queues s ON s.name = q.name \
          LEFT JOIN throttles t ON t.scope = 'q:' || q.name",
@@ -146,11 +149,11 @@ async fn pick_and_activate(
     .db()?;
     let mut open: Vec<OpenQueue> = Vec::with_capacity(settings.len());
     let mut rules: Vec<(String, KeyLimit)> = Vec::new();
-    let mut keys_held = false;
+    let mut keyed = false;
     for (i, row) in settings.iter().enumerate() {
         if i == 0 {
             rules = rows::opt_json(row, 5)?.unwrap_or_default();
-            keys_held = row.try_get(6).db()?;
+            keyed = row.try_get(6).db()?;
         }
         let paused: bool = row.try_get(1).db()?;
         if paused {
@@ -164,7 +167,7 @@ async fn pick_and_activate(
     }
     open.sort_unstable_by(|a, b| a.name.cmp(&b.name));
 
-    let mut gate = Gate::new(now, rules, keys_held);
+    let mut gate = Gate::new(now, rules, keyed);
     let limited: Vec<(&str, &QueueConfig)> = open
         .iter()
         .filter_map(|q| q.config.as_ref().filter(|c| limits::queue_is_limited(Some(c))).map(|c| (q.name.as_str(), c)))

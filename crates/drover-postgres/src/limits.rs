@@ -168,10 +168,11 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// A gate with the key rules and whether any key is held now, both read
-    /// by the claim with its queues' settings.
-    pub(crate) fn new(now: Timestamp, rules: Vec<(String, KeyLimit)>, keys_held: bool) -> Self {
-        let keyed = !rules.is_empty() || keys_held;
+    /// A gate with the key rules and whether keys must be looked at (a rule
+    /// exists or a key is held now), both read by the claim with its
+    /// queues' settings.
+    pub(crate) fn new(now: Timestamp, rules: Vec<(String, KeyLimit)>, keyed: bool) -> Self {
+        let keyed = keyed || !rules.is_empty();
         Gate { now, rules, keyed, keys: HashMap::new(), queues: BTreeMap::new() }
     }
 
