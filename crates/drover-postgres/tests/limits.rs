@@ -286,3 +286,78 @@ async fn cap_release_wakes_other_servers() {
     tokio::time::timeout(DEADLINE, ready.changed()).await.expect("the freed slot wakes b").unwrap();
     assert_eq!(b.job_claim(params("q", "b".into(), 10)).await.unwrap().len(), 1);
 }
+
+/// Two servers, four claimers each, claim from two capped queues named in
+/// both orders, and one queue's jobs also fall under a key cap per tenant:
+/// queue locks are taken in sorted order and key locks are only tried, so
+/// no claim deadlocks (PostgreSQL would abort one with 40P01, a failed
+/// call here); the caps hold for the jobs in hand and every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limited_queues_in_any_order_never_deadlock() {
+    let Some(db) = TestDb::new().await else { return };
+    let (stores, _clock) = servers(&db, 2).await;
+    for (queue, cap) in [("a", 2), ("b", 3)] {
+        let config = QueueConfig { concurrency: Some(cap), ..QueueConfig::default() };
+        stores[0].queue_config_set(queue, config).await.unwrap();
+    }
+    stores[0].rate_limit_set("t:*", KeyLimit { concurrency: Some(1), rate_limit: None }).await.unwrap();
+    let mut specs: Vec<JobSpec> =
+        (0..30).map(|i| JobSpec::new("a", "n").rate_limit_key(format!("t:{}", i % 3))).collect();
+    specs.extend((0..30).map(|_| JobSpec::new("b", "n")));
+    let total = specs.len();
+    stores[1].job_insert_many(specs).await.unwrap();
+
+    // In hand per scope: queue a, queue b, tenants t:0..t:2.
+    let in_hand: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+    let caps = [2, 3, 1, 1, 1];
+    let scopes_of = |c: &ClaimedJob| -> Vec<usize> {
+        let mut scopes = vec![if c.job.queue == "a" { 0 } else { 1 }];
+        if let Some(key) = &c.job.rate_limit_key {
+            scopes.push(2 + key["t:".len()..].parse::<usize>().unwrap());
+        }
+        scopes
+    };
+    let done = Arc::new(Mutex::new(Vec::<JobId>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = stores[w % 2].clone();
+        let (in_hand, done) = (in_hand.clone(), done.clone());
+        let queues: Vec<String> = if w % 4 < 2 { vec!["a".into(), "b".into()] } else { vec!["b".into(), "a".into()] };
+        tasks.push(tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            loop {
+                if done.lock().await.len() >= total {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "jobs left undone");
+                let p =
+                    JobClaimParams { queues: queues.clone(), worker_id: format!("w{w}"), max: 4, lease_ms: 3_600_000 };
+                let claimed = store.job_claim(p).await.unwrap();
+                if claimed.is_empty() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                for c in &claimed {
+                    for scope in scopes_of(c) {
+                        let now = in_hand[scope].fetch_add(1, Ordering::SeqCst) + 1;
+                        assert!(now <= caps[scope], "{now} jobs in hand in scope {scope}, cap {}", caps[scope]);
+                    }
+                }
+                tokio::task::yield_now().await;
+                for c in &claimed {
+                    for scope in scopes_of(c) {
+                        in_hand[scope].fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                complete(&store, &claimed).await;
+                done.lock().await.extend(claimed.into_iter().map(|c| c.job.id));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let done = done.lock().await;
+    let unique: HashSet<&JobId> = done.iter().collect();
+    assert_eq!((done.len(), unique.len()), (total, total), "every job ran exactly once");
+}
