@@ -80,7 +80,7 @@ async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams)
 pub(crate) async fn promote_due(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<u64> {
     let moved = sqlx::query(
         "UPDATE jobs SET state = 'waiting' FROM (SELECT seq FROM jobs WHERE state = 'delayed' AND run_at <= $1 \
-         ORDER BY run_at, seq FOR UPDATE SKIP LOCKED) AS due WHERE jobs.seq = due.seq \
+         FOR UPDATE SKIP LOCKED) AS due WHERE jobs.seq = due.seq \
          RETURNING jobs.seq, jobs.id, jobs.queue, jobs.batch_id",
     )
     .bind(fx.now.0)
