@@ -6,17 +6,225 @@ use crate::PgStore;
 use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows;
-use drover_core::{JobError, JobState};
-use drover_store::{RescueReport, StoreResult};
+use crate::flow::EndedJob;
+use drover_core::flow::child_failed_error;
+use drover_core::{AttemptOutcome, EventKind, JobError, JobId, JobState, StallDecision, decide_stall};
+use drover_store::{PendingEvent, RescueReport, StoreError, StoreResult};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
+use std::collections::HashSet;
 
 /// The error code of a job whose TTL ran out before it started.
 pub(crate) const EXPIRED: &str = "expired";
 
-/// `Store::job_rescue_expired`.
+/// `Store::job_rescue_expired`: every `active` job whose lease ran out
+/// (and that no other transaction holds: `FOR UPDATE SKIP LOCKED`, so
+/// servers rescuing at once each take different jobs) follows
+/// [`drover_core::decide_stall`], as in SQLite: back to `waiting` (or
+/// `waiting-children` while children of it run) with the attempt handed
+/// back, `failed` with error code `stalled` past `max_stalls` (a parent a
+/// child failed while it ran fails with that child's error instead of
+/// running again), or `cancelled` when a cancel was requested. Each
+/// appends a `stalled` attempt. Events per job: `job:stalled` (data
+/// `{"stalls"}`), then `job:waiting`, `job:failed` (data `{"error"}`) or
+/// `job:cancelled`; then the flow hook of a finished one. One update and
+/// one insert serve all the jobs.
 pub(crate) async fn job_rescue_expired(store: &PgStore) -> StoreResult<RescueReport> {
-    todo!("issue 5: job_rescue_expired")
+    let mut w = store.begin().await?;
+    let result = rescue_in(&mut w.tx, &mut w.fx).await;
+    store.commit(w, result).await
+}
+
+/// The columns [`Stalled::from_row`] reads.
+const STALLED_COLS: &str = "seq, attempt_seq, started_at, worker_id, queue, batch_id, parent_id, id, stalls, \
+     max_stalls, cancel_requested, pending_children > 0, failed_child, rate_limit_key";
+
+/// An active job whose lease ran out, as the rescue needs it.
+struct Stalled {
+    seq: i64,
+    attempt: i32,
+    started_at: Option<i64>,
+    worker_id: Option<String>,
+    queue: String,
+    batch_id: Option<String>,
+    parent_id: Option<String>,
+    id: JobId,
+    stalls: u32,
+    max_stalls: u32,
+    cancel_requested: bool,
+    has_pending: bool,
+    failed_child: Option<String>,
+    rate_limit_key: Option<String>,
+}
+
+impl Stalled {
+    fn from_row(r: &PgRow) -> StoreResult<Stalled> {
+        Ok(Stalled {
+            seq: r.try_get(0).db()?,
+            attempt: r.try_get(1).db()?,
+            started_at: r.try_get(2).db()?,
+            worker_id: r.try_get(3).db()?,
+            queue: r.try_get(4).db()?,
+            batch_id: r.try_get(5).db()?,
+            parent_id: r.try_get(6).db()?,
+            id: JobId::from_trusted(r.try_get(7).db()?),
+            stalls: rows::unsigned(r, 8)?,
+            max_stalls: rows::unsigned(r, 9)?,
+            cancel_requested: r.try_get(10).db()?,
+            has_pending: r.try_get(11).db()?,
+            failed_child: r.try_get(12).db()?,
+            rate_limit_key: r.try_get(13).db()?,
+        })
+    }
+}
+
+/// The rescue's transaction body.
+async fn rescue_in(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<RescueReport> {
+    let sql = format!(
+        "SELECT {STALLED_COLS} FROM jobs WHERE state = 'active' AND lease_expires_at <= $1 \
+         ORDER BY lease_expires_at, seq FOR UPDATE SKIP LOCKED"
+    );
+    let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fx.now.0).fetch_all(&mut *conn).await.db()?;
+    let expired = found.iter().map(Stalled::from_row).collect::<StoreResult<Vec<_>>>()?;
+    let mut report = RescueReport::default();
+    // A child's flow hook may mark its parent (`failed_child`, the
+    // pending count); when the parent stalled too, it must be decided
+    // after that hook, as SQLite's one-by-one rescue does: then each job
+    // is handled on its own, its row read again (already locked by us).
+    let ids: HashSet<&str> = expired.iter().map(|s| s.id.as_str()).collect();
+    if expired.iter().any(|s| s.parent_id.as_deref().is_some_and(|p| ids.contains(p))) {
+        let sql = format!("SELECT {STALLED_COLS} FROM jobs WHERE seq = $1");
+        for seq in expired.iter().map(|s| s.seq) {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(seq).fetch_one(&mut *conn).await.db()?;
+            rescue_batch(conn, fx, vec![Stalled::from_row(&row)?], &mut report).await?;
+        }
+    } else {
+        rescue_batch(conn, fx, expired, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Decides and writes the rescue of `jobs` (in one update and one
+/// insert), then records their counts, events and flow hooks in order.
+async fn rescue_batch(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    jobs: Vec<Stalled>,
+    report: &mut RescueReport,
+) -> StoreResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let now = fx.now;
+    let n = jobs.len();
+    let (mut seqs, mut states, mut stalls, mut hand_backs, mut errors, mut finished) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut attempts, mut started, mut attempt_errors, mut workers) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut outcomes = Vec::with_capacity(n);
+    for job in &jobs {
+        let count = job.stalls + 1;
+        let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {count})"));
+        let decision = decide_stall(count, job.max_stalls, job.cancel_requested);
+        // A parent a child failed while it ran fails instead of running
+        // again (ADR 0007); the stall stays in its attempt history.
+        let child_error = match (&job.failed_child, decision) {
+            (Some(child), StallDecision::Requeue) => Some(child_failed_error(child, None)),
+            _ => None,
+        };
+        let (state, hand_back, kind) = match decision {
+            StallDecision::Requeue if child_error.is_some() => (JobState::Failed, 1, EventKind::Failed),
+            StallDecision::Requeue if job.has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
+            StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
+            StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
+            StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
+        };
+        let stall_json = serde_json::to_string(&stall_error).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let job_error = match &child_error {
+            Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Backend(e.to_string()))?,
+            None => stall_json.clone(),
+        };
+        seqs.push(job.seq);
+        states.push(state.as_str());
+        stalls.push(i32::try_from(count).unwrap_or(i32::MAX));
+        hand_backs.push(hand_back);
+        errors.push(job_error);
+        finished.push(state.is_finished().then_some(now.0));
+        attempts.push(job.attempt);
+        started.push(job.started_at.unwrap_or(now.0));
+        attempt_errors.push(stall_json);
+        workers.push(job.worker_id.as_deref());
+        let data = match (&child_error, decision) {
+            (Some(error), _) => json!({ "error": error }),
+            (None, StallDecision::Dead) => json!({ "error": stall_error }),
+            (None, _) => Value::Null,
+        };
+        outcomes.push((state, kind, decision, count, data));
+    }
+    sqlx::query(
+        "UPDATE jobs SET state = u.state, stalls = u.stalls, attempts_made = jobs.attempts_made - u.hand_back, \
+         error = CASE WHEN u.state = 'failed' THEN u.error::jsonb ELSE jobs.error END, finished_at = u.finished_at, \
+         lease_token = NULL, lease_expires_at = NULL, fanned_out = false \
+         FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::bigint[]) \
+             AS u(seq, state, stalls, hand_back, error, finished_at) \
+         WHERE jobs.seq = u.seq",
+    )
+    .bind(&seqs)
+    .bind(&states)
+    .bind(&stalls)
+    .bind(&hand_backs)
+    .bind(&errors)
+    .bind(&finished)
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    sqlx::query(
+        "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
+         SELECT a.seq, a.attempt, a.started_at, $5, $6, a.error::jsonb, a.worker \
+         FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::text[], $7::text[]) \
+             AS a(seq, attempt, started_at, error, worker)",
+    )
+    .bind(&seqs)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&attempt_errors)
+    .bind(now.0)
+    .bind(AttemptOutcome::Stalled.as_str())
+    .bind(&workers)
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    for (job, (state, kind, decision, count, data)) in jobs.iter().zip(outcomes) {
+        fx.counts.moved(&job.queue, JobState::Active, state);
+        fx.left_active(&job.queue, job.rate_limit_key.as_deref());
+        let batch = job.batch_id.as_deref();
+        fx.event(PendingEvent::job(EventKind::Stalled, &job.id, &job.queue, batch, now, json!({ "stalls": count })));
+        if state != JobState::WaitingChildren {
+            fx.event(PendingEvent::job(kind, &job.id, &job.queue, batch, now, data));
+        }
+        if state.is_finished() {
+            let ended = EndedJob {
+                seq: job.seq,
+                id: job.id.as_str(),
+                parent_id: job.parent_id.as_deref(),
+                batch_id: batch,
+                state,
+            };
+            crate::flow::ended(conn, fx, ended).await?;
+        }
+        match decision {
+            StallDecision::Requeue if state == JobState::Failed => report.failed.push(job.id.clone()),
+            StallDecision::Requeue => {
+                fx.ready |= state == JobState::Waiting;
+                report.requeued.push(job.id.clone());
+            }
+            StallDecision::Dead => report.failed.push(job.id.clone()),
+            StallDecision::Cancel => report.cancelled.push(job.id.clone()),
+        }
+    }
+    Ok(())
 }
 
 /// `Store::job_promote_due`.
