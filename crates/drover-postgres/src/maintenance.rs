@@ -4,9 +4,9 @@
 
 use crate::PgStore;
 use crate::error::SqlResultExt;
+use crate::flow::EndedJob;
 use crate::fx::Effects;
 use crate::rows;
-use crate::flow::EndedJob;
 use drover_core::flow::child_failed_error;
 use drover_core::{AttemptOutcome, EventKind, JobError, JobId, JobState, StallDecision, decide_stall};
 use drover_store::{PendingEvent, RescueReport, StoreError, StoreResult};
@@ -119,8 +119,14 @@ async fn rescue_batch(
     }
     let now = fx.now;
     let n = jobs.len();
-    let (mut seqs, mut states, mut stalls, mut hand_backs, mut errors, mut finished) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut seqs, mut states, mut stalls, mut hand_backs, mut errors, mut finished) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     let (mut attempts, mut started, mut attempt_errors, mut workers) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let mut outcomes = Vec::with_capacity(n);

@@ -4,11 +4,12 @@
 //! Each test has its own schema (`drover_postgres::testing`); without
 //! `DROVER_TEST_POSTGRES_URL` they skip.
 
-use drover_core::{JobId, JobSpec, JobState, LeaseToken, LogLevel, ManualClock, Progress, Timestamp};
+use drover_core::{EventKind, JobId, JobSpec, JobState, LeaseToken, LogLevel, ManualClock, Progress, Timestamp};
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
 use drover_store::{
-    CancelOutcome, ClaimedJob, JobClaimParams, JobHeartbeat, JobLogAppend, RescueReport, Store, StoreError,
+    CancelOutcome, ClaimedJob, JobClaimParams, JobEventEmit, JobHeartbeat, JobLogAppend, RescueReport, Store,
+    StoreError,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -151,7 +152,7 @@ async fn rescue_and_cancel_across_servers() {
     let job = stores[0].job_insert_many(vec![JobSpec::new("q", "slow")]).await.unwrap().pop().unwrap().job;
     let old = claim(&stores[0], 1, 1_000).await.pop().unwrap();
     clock.set(START.plus_ms(1_001));
-    assert_eq!(stores[1].job_rescue_expired().await.unwrap().requeued, [job.id.clone()]);
+    assert_eq!(stores[1].job_rescue_expired().await.unwrap().requeued, std::slice::from_ref(&job.id));
     let line = JobLogAppend {
         id: job.id.clone(),
         lease_token: old.lease_token,
@@ -227,11 +228,68 @@ async fn nul_characters_are_invalid() {
     let replies = store.job_heartbeat_many(vec![beat(&c, c.lease_token, 1_000, Some(detailed))]).await.unwrap();
     assert!(matches!(replies[0], Err(StoreError::Invalid { .. })));
     for (message, metadata) in [("a\0b", json!(null)), ("ok", json!({"k": "v\u{0}"}))] {
-        let line =
-            JobLogAppend { id: job.id.clone(), lease_token: c.lease_token, level: LogLevel::Info, message: message.into(), metadata };
+        let line = JobLogAppend {
+            id: job.id.clone(),
+            lease_token: c.lease_token,
+            level: LogLevel::Info,
+            message: message.into(),
+            metadata,
+        };
         assert!(matches!(store.job_log_append(line).await, Err(StoreError::Invalid { .. })));
     }
     let read = store.job_get(&job.id).await.unwrap().unwrap();
     assert_eq!((read.state, read.progress), (JobState::Active, Progress::default()));
     assert!(store.job_log_list(&job.id, 0, 10).await.unwrap().is_empty());
+}
+
+/// The next event about `id` on `rx` (others skipped), polled with a
+/// deadline: events of another server come through its listener.
+async fn next_for(rx: &mut tokio::sync::broadcast::Receiver<drover_core::Event>, id: &JobId) -> drover_core::Event {
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout(deadline, rx.recv()).await.expect("an event within 10 s").unwrap();
+        if event.job_id.as_ref() == Some(id) {
+            return event;
+        }
+    }
+}
+
+/// What a rescue, a cancel request and a custom event publish on one
+/// server reaches another server's subscribers, in order and with the
+/// same data: `job:stalled` (`{"stalls"}`), `job:failed` with the stall
+/// error, `job:cancel_requested`, the custom event.
+#[tokio::test]
+async fn lease_events_reach_other_servers() {
+    let Some(db) = TestDb::new().await else { return };
+    let (stores, clock) = servers(&db, 2).await;
+    let mut remote = stores[1].events();
+    let dead = stores[0].job_insert_many(vec![JobSpec::new("q", "dead").max_stalls(0)]).await.unwrap();
+    let dead = dead[0].job.id.clone();
+    claim(&stores[0], 1, 1_000).await;
+    clock.set(START.plus_ms(1_001));
+    assert_eq!(stores[0].job_rescue_expired().await.unwrap().failed, std::slice::from_ref(&dead));
+    // Skips what the insert and the claim published.
+    let mut stalled = next_for(&mut remote, &dead).await;
+    while stalled.kind != EventKind::Stalled {
+        stalled = next_for(&mut remote, &dead).await;
+    }
+    assert_eq!(stalled.data, json!({"stalls": 1}));
+    let failed = next_for(&mut remote, &dead).await;
+    assert_eq!(failed.kind, EventKind::Failed);
+    assert_eq!(failed.data["error"]["code"], json!("stalled"));
+
+    let live = stores[0].job_insert_many(vec![JobSpec::new("q", "live")]).await.unwrap()[0].job.id.clone();
+    let c = claim(&stores[0], 1, 60_000).await.pop().unwrap();
+    stores[0].job_cancel(&live).await.unwrap();
+    let emit =
+        JobEventEmit { id: live.clone(), lease_token: c.lease_token, kind: "lead:add".into(), data: json!({"n": 1}) };
+    stores[0].job_event_emit(emit).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let event = next_for(&mut remote, &live).await;
+        if matches!(event.kind, EventKind::CancelRequested | EventKind::Custom(_)) {
+            kinds.push(event.kind);
+        }
+    }
+    assert_eq!(kinds, [EventKind::CancelRequested, EventKind::Custom("lead:add".into())]);
 }
