@@ -230,9 +230,9 @@ pub(crate) async fn job_log_list(store: &PgStore, id: &JobId, after: u64, limit:
     // One statement: the job's existence and its lines from one snapshot.
     let found = sqlx::query(
         "SELECT l.at, l.level, l.message, l.metadata FROM jobs j \
-         LEFT JOIN LATERAL (SELECT at, level, message, metadata FROM job_logs \
+         LEFT JOIN LATERAL (SELECT n, at, level, message, metadata FROM job_logs \
              WHERE job_seq = j.seq AND n > $2 ORDER BY n LIMIT $3) AS l ON true \
-         WHERE j.id = $1",
+         WHERE j.id = $1 ORDER BY l.n",
     )
     .bind(id.as_str())
     .bind(i64::try_from(after).unwrap_or(i64::MAX))

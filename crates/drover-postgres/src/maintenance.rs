@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
-use std::collections::HashSet;
 
 /// The error code of a job whose TTL ran out before it started.
 pub(crate) const EXPIRED: &str = "expired";
@@ -89,16 +88,16 @@ async fn rescue_in(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<Res
     let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fx.now.0).fetch_all(&mut *conn).await.db()?;
     let expired = found.iter().map(Stalled::from_row).collect::<StoreResult<Vec<_>>>()?;
     let mut report = RescueReport::default();
-    // A child's flow hook may mark its parent (`failed_child`, the
-    // pending count); when the parent stalled too, it must be decided
-    // after that hook, as SQLite's one-by-one rescue does: then each job
-    // is handled on its own, its row read again (already locked by us).
-    let ids: HashSet<&str> = expired.iter().map(|s| s.id.as_str()).collect();
-    if expired.iter().any(|s| s.parent_id.as_deref().is_some_and(|p| ids.contains(p))) {
-        let sql = format!("SELECT {STALLED_COLS} FROM jobs WHERE seq = $1");
-        for seq in expired.iter().map(|s| s.seq) {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(seq).fetch_one(&mut *conn).await.db()?;
-            rescue_batch(conn, fx, vec![Stalled::from_row(&row)?], &mut report).await?;
+    // A finished job's flow hook updates its ancestors (a running parent
+    // learns of a failed child, a waiting one may fail at once). SQLite
+    // runs each job's hook before it writes the next job, all decided
+    // from the rows as first read; when an ancestor of one rescued job
+    // may be among them (some job has a parent, some has unfinished
+    // children), the jobs are written one by one to keep that order.
+    let ancestors_too = expired.iter().any(|s| s.parent_id.is_some()) && expired.iter().any(|s| s.has_pending);
+    if ancestors_too {
+        for job in expired {
+            rescue_batch(conn, fx, vec![job], &mut report).await?;
         }
     } else {
         rescue_batch(conn, fx, expired, &mut report).await?;
