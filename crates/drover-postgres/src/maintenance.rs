@@ -59,6 +59,7 @@ struct Stalled {
 }
 
 impl Stalled {
+    /// Decodes a row selected with [`STALLED_COLS`].
     fn from_row(r: &PgRow) -> StoreResult<Stalled> {
         Ok(Stalled {
             seq: r.try_get(0).db()?,
@@ -105,8 +106,63 @@ async fn rescue_in(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<Res
     Ok(report)
 }
 
-/// Decides and writes the rescue of `jobs` (in one update and one
-/// insert), then records their counts, events and flow hooks in order.
+/// What the rescue decided for one job.
+struct Outcome {
+    decision: StallDecision,
+    /// The job's new state.
+    state: JobState,
+    /// 1 when the stalled attempt is handed back.
+    hand_back: i32,
+    /// Its stall count after this one.
+    stalls: u32,
+    /// The event after `job:stalled` (none for `waiting-children`).
+    kind: EventKind,
+    data: Value,
+    /// The job's error if it fails (JSON text).
+    job_error: String,
+    /// The `stalled` attempt's error (JSON text).
+    stall_error: String,
+}
+
+/// Decides one job's rescue as SQLite does.
+fn decide(job: &Stalled) -> StoreResult<Outcome> {
+    let stalls = job.stalls + 1;
+    let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {stalls})"));
+    let decision = decide_stall(stalls, job.max_stalls, job.cancel_requested);
+    // A parent a child failed while it ran fails instead of running again
+    // (ADR 0007); the stall stays in its attempt history.
+    let child_error = match (&job.failed_child, decision) {
+        (Some(child), StallDecision::Requeue) => Some(child_failed_error(child, None)),
+        _ => None,
+    };
+    let (state, hand_back, kind) = match decision {
+        StallDecision::Requeue if child_error.is_some() => (JobState::Failed, 1, EventKind::Failed),
+        // A parent whose children still run waits for them first.
+        StallDecision::Requeue if job.has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
+        StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
+        StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
+        StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
+    };
+    let text = |e: &JobError| serde_json::to_string(e).map_err(|e| StoreError::Backend(e.to_string()));
+    let data = match (&child_error, decision) {
+        (Some(error), _) => json!({ "error": error }),
+        (None, StallDecision::Dead) => json!({ "error": stall_error }),
+        (None, _) => Value::Null,
+    };
+    Ok(Outcome {
+        decision,
+        state,
+        hand_back,
+        stalls,
+        kind,
+        data,
+        job_error: text(child_error.as_ref().unwrap_or(&stall_error))?,
+        stall_error: text(&stall_error)?,
+    })
+}
+
+/// Decides and writes the rescue of `jobs` (one update and one insert
+/// for all), then records their counts, events and flow hooks in order.
 async fn rescue_batch(
     conn: &mut PgConnection,
     fx: &mut Effects,
@@ -117,57 +173,8 @@ async fn rescue_batch(
         return Ok(());
     }
     let now = fx.now;
-    let n = jobs.len();
-    let (mut seqs, mut states, mut stalls, mut hand_backs, mut errors, mut finished) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut attempts, mut started, mut attempt_errors, mut workers) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut outcomes = Vec::with_capacity(n);
-    for job in &jobs {
-        let count = job.stalls + 1;
-        let stall_error = JobError::with_code("stalled", format!("lease expired without a heartbeat (stall {count})"));
-        let decision = decide_stall(count, job.max_stalls, job.cancel_requested);
-        // A parent a child failed while it ran fails instead of running
-        // again (ADR 0007); the stall stays in its attempt history.
-        let child_error = match (&job.failed_child, decision) {
-            (Some(child), StallDecision::Requeue) => Some(child_failed_error(child, None)),
-            _ => None,
-        };
-        let (state, hand_back, kind) = match decision {
-            StallDecision::Requeue if child_error.is_some() => (JobState::Failed, 1, EventKind::Failed),
-            StallDecision::Requeue if job.has_pending => (JobState::WaitingChildren, 1, EventKind::Waiting),
-            StallDecision::Requeue => (JobState::Waiting, 1, EventKind::Waiting),
-            StallDecision::Dead => (JobState::Failed, 0, EventKind::Failed),
-            StallDecision::Cancel => (JobState::Cancelled, 0, EventKind::Cancelled),
-        };
-        let stall_json = serde_json::to_string(&stall_error).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let job_error = match &child_error {
-            Some(e) => serde_json::to_string(e).map_err(|e| StoreError::Backend(e.to_string()))?,
-            None => stall_json.clone(),
-        };
-        seqs.push(job.seq);
-        states.push(state.as_str());
-        stalls.push(i32::try_from(count).unwrap_or(i32::MAX));
-        hand_backs.push(hand_back);
-        errors.push(job_error);
-        finished.push(state.is_finished().then_some(now.0));
-        attempts.push(job.attempt);
-        started.push(job.started_at.unwrap_or(now.0));
-        attempt_errors.push(stall_json);
-        workers.push(job.worker_id.as_deref());
-        let data = match (&child_error, decision) {
-            (Some(error), _) => json!({ "error": error }),
-            (None, StallDecision::Dead) => json!({ "error": stall_error }),
-            (None, _) => Value::Null,
-        };
-        outcomes.push((state, kind, decision, count, data));
-    }
+    let outcomes = jobs.iter().map(decide).collect::<StoreResult<Vec<_>>>()?;
+    let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
     sqlx::query(
         "UPDATE jobs SET state = u.state, stalls = u.stalls, attempts_made = jobs.attempts_made - u.hand_back, \
          error = CASE WHEN u.state = 'failed' THEN u.error::jsonb ELSE jobs.error END, finished_at = u.finished_at, \
@@ -177,11 +184,11 @@ async fn rescue_batch(
          WHERE jobs.seq = u.seq",
     )
     .bind(&seqs)
-    .bind(&states)
-    .bind(&stalls)
-    .bind(&hand_backs)
-    .bind(&errors)
-    .bind(&finished)
+    .bind(outcomes.iter().map(|o| o.state.as_str()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| i32::try_from(o.stalls).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.hand_back).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.job_error.as_str()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.state.is_finished().then_some(now.0)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .db()?;
@@ -192,37 +199,38 @@ async fn rescue_batch(
              AS a(seq, attempt, started_at, error, worker)",
     )
     .bind(&seqs)
-    .bind(&attempts)
-    .bind(&started)
-    .bind(&attempt_errors)
+    .bind(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.started_at.unwrap_or(now.0)).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.stall_error.as_str()).collect::<Vec<_>>())
     .bind(now.0)
     .bind(AttemptOutcome::Stalled.as_str())
-    .bind(&workers)
+    .bind(jobs.iter().map(|j| j.worker_id.as_deref()).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .db()?;
-    for (job, (state, kind, decision, count, data)) in jobs.iter().zip(outcomes) {
-        fx.counts.moved(&job.queue, JobState::Active, state);
+    for (job, o) in jobs.iter().zip(outcomes) {
+        fx.counts.moved(&job.queue, JobState::Active, o.state);
         fx.left_active(&job.queue, job.rate_limit_key.as_deref());
         let batch = job.batch_id.as_deref();
-        fx.event(PendingEvent::job(EventKind::Stalled, &job.id, &job.queue, batch, now, json!({ "stalls": count })));
-        if state != JobState::WaitingChildren {
-            fx.event(PendingEvent::job(kind, &job.id, &job.queue, batch, now, data));
+        let stalled = json!({ "stalls": o.stalls });
+        fx.event(PendingEvent::job(EventKind::Stalled, &job.id, &job.queue, batch, now, stalled));
+        if o.state != JobState::WaitingChildren {
+            fx.event(PendingEvent::job(o.kind, &job.id, &job.queue, batch, now, o.data));
         }
-        if state.is_finished() {
+        if o.state.is_finished() {
             let ended = EndedJob {
                 seq: job.seq,
                 id: job.id.as_str(),
                 parent_id: job.parent_id.as_deref(),
                 batch_id: batch,
-                state,
+                state: o.state,
             };
             crate::flow::ended(conn, fx, ended).await?;
         }
-        match decision {
-            StallDecision::Requeue if state == JobState::Failed => report.failed.push(job.id.clone()),
+        match o.decision {
+            StallDecision::Requeue if o.state == JobState::Failed => report.failed.push(job.id.clone()),
             StallDecision::Requeue => {
-                fx.ready |= state == JobState::Waiting;
+                fx.ready |= o.state == JobState::Waiting;
                 report.requeued.push(job.id.clone());
             }
             StallDecision::Dead => report.failed.push(job.id.clone()),
