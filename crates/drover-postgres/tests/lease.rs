@@ -293,3 +293,38 @@ async fn lease_events_reach_other_servers() {
     }
     assert_eq!(kinds, [EventKind::CancelRequested, EventKind::Custom("lead:add".into())]);
 }
+
+/// Heartbeat batches naming the same jobs in different orders, from two
+/// servers at once, never deadlock: each locks its rows in `seq` order
+/// (a deadlock would surface as an `Unavailable` error here).
+#[tokio::test]
+async fn crossing_heartbeat_batches_do_not_deadlock() {
+    let Some(db) = TestDb::new().await else { return };
+    let (stores, _clock) = servers(&db, 2).await;
+    let specs: Vec<JobSpec> = (0..40).map(|i| JobSpec::new("q", format!("j{i}"))).collect();
+    stores[0].job_insert_many(specs).await.unwrap();
+    let claimed = Arc::new(claim(&stores[0], 40, 60_000).await);
+    let tasks: Vec<_> = (0..6)
+        .map(|t| {
+            let store = stores[t % 2].clone();
+            let claimed = claimed.clone();
+            tokio::spawn(async move {
+                for round in 0..15 {
+                    let mut beats: Vec<JobHeartbeat> =
+                        claimed.iter().map(|c| beat(c, c.lease_token, 60_000, None)).collect();
+                    if (t + round) % 2 == 1 {
+                        beats.reverse();
+                    } else {
+                        fastrand::shuffle(&mut beats);
+                    }
+                    for reply in store.job_heartbeat_many(beats).await.unwrap() {
+                        reply.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
