@@ -268,13 +268,16 @@ pub(crate) async fn job_event_emit(store: &PgStore, params: JobEventEmit) -> Sto
     let mut w = store.begin().await?;
     let result = async {
         let conn = &mut *w.tx;
-        let row =
-            sqlx::query("SELECT queue, batch_id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'active'")
-                .bind(params.id.as_str())
-                .bind(params.lease_token.0)
-                .fetch_optional(&mut *conn)
-                .await
-                .db()?;
+        // `FOR SHARE` keeps a rescue or finish from ending the lease
+        // before this commits, so the event never follows its end.
+        let row = sqlx::query(
+            "SELECT queue, batch_id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'active' FOR SHARE",
+        )
+        .bind(params.id.as_str())
+        .bind(params.lease_token.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .db()?;
         let Some(row) = row else { return Err(lease_error(conn, &params.id).await) };
         let queue: &str = row.try_get(0).db()?;
         let batch_id: Option<&str> = row.try_get(1).db()?;
