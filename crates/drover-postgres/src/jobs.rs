@@ -202,7 +202,7 @@ pub(crate) async fn get_in(conn: &mut PgConnection, id: &JobId) -> StoreResult<O
 /// attempt a completion by the first attempt leaves on the job row alone
 /// (as in SQLite: a `completed` job with no history row was completed by
 /// its first attempt, whose times and worker its row holds).
-async fn attempts_of(conn: &mut PgConnection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
+pub(crate) async fn attempts_of(conn: &mut PgConnection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
     let found = sqlx::query(
         "SELECT attempt, started_at, finished_at, outcome, error, worker_id FROM job_attempts \
          WHERE job_seq = $1 ORDER BY attempt",
