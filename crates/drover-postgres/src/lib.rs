@@ -1,18 +1,32 @@
 //! Drover's PostgreSQL store, for several servers and many workers on one
-//! database. This is its foundation: the connection pool, the schema
-//! (`migrations/*.sql`, run at connect) and the test harness. The
-//! [`drover_store::Store`] methods come next (issue 5); their design is in
-//! `docs/decisions/0009-postgres-store.md`. The first operations (insert,
-//! get, claim, finish) are inherent methods for now.
+//! database: [`PgStore`] implements the whole [`drover_store::Store`]
+//! contract (the conformance suite runs against it), with every rule that
+//! must hold across servers (claims, caps, rate limits, uniqueness,
+//! schedules, flows) enforced in the database. The design is
+//! `docs/decisions/0009-postgres-store.md`.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | `options` | [`PgOptions`]: pool sizes, timeouts, schema, application name |
 //! | `schema` | migrations: a dedicated connection, sqlx's advisory lock |
-//! | `error` | sqlx errors to [`StoreError`] |
-//! | `jobs` | `job_insert_many`, `job_get` (inherent methods until the `Store` trait) |
-//! | `claim` | `job_claim`: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
-//! | `finish` | `job_finish_many`: lease fencing, `decide_failure` |
+//! | `error` | sqlx errors to [`StoreError`] (lost connections: `Unavailable`) |
+//! | `store` | the `Store` impl: each method calls its module's function |
+//! | `fx` | a method's transaction and its effects (counts, events, wake-ups) |
+//! | `notify` | what a transaction announces over `NOTIFY`, per schema |
+//! | `listen` | the listener: other servers' wake-ups and events |
+//! | `jobs` | inserts (uniqueness under advisory locks) and `job_get` |
+//! | `enqueue_in` | [`PgStore::job_insert_many_in`]: enqueue in the caller's transaction |
+//! | `claim` | claims: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
+//! | `limits` | caps and rate windows under advisory locks; rate-limit rules |
+//! | `finish` | completions, failures, releases: lease fencing, `decide_failure` |
+//! | `flow` | flows and batches: the ending hook, parents, batch counters |
+//! | `lease` | heartbeats, progress, logs, custom events |
+//! | `admin` | cancel and manual retry |
+//! | `maintenance` | stall rescue, promotion, TTL expiry |
+//! | `retention` | removing finished jobs by their queue's rules |
+//! | `schedules` | cron and interval schedules, one job per tick |
+//! | `queues` | queue counts, settings, pause |
+//! | `list` | job lists with cursors |
 //! | `rows` | rows to [`drover_core::Job`] and attempts |
 //! | `counts` | `queue_counts` deltas, one sorted upsert per transaction |
 //! | `testing` | a fresh schema per test (feature `testing`) |
@@ -160,13 +174,14 @@ impl PgStore {
         self
     }
 
-    /// The time as this store sees it (its clock); the `Store::now` to be.
+    /// The time as this store sees it (its clock), as `Store::now`.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
     /// The connection pool, for the store's own queries and for callers
-    /// that enqueue inside their own transaction (issue 5).
+    /// that enqueue inside their own transaction
+    /// ([`PgStore::job_insert_many_in`]).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
