@@ -193,26 +193,26 @@ async fn insert_is_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn insert_refuses_parents_and_batches_for_now() {
+async fn insert_refuses_unknown_parents_and_nul_characters() {
     let Some(db) = TestDb::new().await else { return };
     let (store, _clock) = store(&db).await;
-    let err = store.job_insert_many(vec![spec("q", "child").parent_id(jid("p"))]).await.unwrap_err();
+    let err = store.job_insert_many(vec![spec("q", "ok"), spec("q", "child").parent_id(jid("p"))]).await.unwrap_err();
     match err {
         StoreError::Invalid { field, message } => {
-            assert_eq!(field, "parent_id");
-            assert!(message.contains("not supported by the PostgreSQL store yet"), "{message}");
+            assert_eq!(field, "jobs[1].parent_id");
+            assert!(message.contains("no job with id"), "{message}");
         }
         other => panic!("{other:?}"),
     }
-    let err = store.job_insert_many(vec![spec("q", "ok"), spec("q", "member").batch_id("b1")]).await.unwrap_err();
-    match err {
-        StoreError::Invalid { field, message } => {
-            assert_eq!(field, "jobs[1].batch_id");
-            assert!(message.contains("not supported by the PostgreSQL store yet"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    // jsonb and text cannot hold U+0000: refused by field, before a write.
+    let err = store.job_insert_many(vec![spec("q", "nul").payload(json!({"a": "x\u{0}y"}))]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid { field, .. } if field == "payload"), "{err:?}");
+    let err = store.job_insert_many(vec![spec("q", "nul").unique_key("k\u{0}")]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid { field, .. } if field == "unique_key"), "{err:?}");
     assert_eq!(job_rows(&db).await, 0);
+    // A batch_id naming no batch is a plain label.
+    let labelled = store.job_insert_many(vec![spec("q", "member").batch_id("b1")]).await.unwrap();
+    assert_eq!(labelled[0].job.batch_id.as_deref(), Some("b1"));
 }
 
 #[tokio::test]
