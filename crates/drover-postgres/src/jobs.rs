@@ -61,7 +61,7 @@ pub(crate) fn check_storable(spec: &JobSpec, prefix: &str) -> StoreResult<()> {
     if json_has_nul(&spec.payload) {
         return refuse("payload");
     }
-    if spec.tags.iter().any(|t| t.contains('\0')) {
+    if spec.tags.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)) {
         return refuse("tags");
     }
     for (field, text) in [
