@@ -95,6 +95,14 @@ async fn events_until(rx: &mut broadcast::Receiver<Event>, marker: &JobId) -> Ve
     }
 }
 
+/// A subscription to the first store's events once its listener hears the
+/// second's: what the second commits from now on reaches it.
+async fn listening(stores: &[PgStore]) -> broadcast::Receiver<Event> {
+    let mut rx = stores[0].events();
+    events_until(&mut rx, &marker(&stores[1], 99).await).await;
+    rx
+}
+
 /// Inserts a marker job through `store`, for [`events_until`].
 async fn marker(store: &PgStore, n: usize) -> JobId {
     let id = JobId::parse(format!("marker-{n}")).unwrap();
@@ -113,7 +121,7 @@ fn count_of(events: &[Event], kind: EventKind, id: Option<&JobId>) -> usize {
 async fn children_finished_on_two_servers_release_their_parent_once() {
     let Some(db) = TestDb::new().await else { return };
     let (stores, _clock) = servers(&db, 2).await;
-    let mut rx = stores[0].events();
+    let mut rx = listening(&stores).await;
     let rounds = 4;
     let mut parents = Vec::new();
     for round in 0..rounds {
@@ -147,7 +155,7 @@ async fn children_finished_on_two_servers_release_their_parent_once() {
 async fn children_failed_on_two_servers_fail_their_parent_once() {
     let Some(db) = TestDb::new().await else { return };
     let (stores, _clock) = servers(&db, 2).await;
-    let mut rx = stores[0].events();
+    let mut rx = listening(&stores).await;
     let mut middle = FlowSpec::new(JobSpec::new("parents", "mid"));
     for _ in 0..12 {
         middle = middle.child(JobSpec::new("kids", "k").attempts(1));
@@ -178,7 +186,7 @@ async fn children_failed_on_two_servers_fail_their_parent_once() {
 async fn a_batch_finished_on_two_servers_completes_once() {
     let Some(db) = TestDb::new().await else { return };
     let (stores, _clock) = servers(&db, 2).await;
-    let mut rx = stores[0].events();
+    let mut rx = listening(&stores).await;
     let rounds = 4;
     let mut batches = Vec::new();
     for round in 0..rounds {
