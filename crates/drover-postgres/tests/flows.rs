@@ -51,12 +51,16 @@ async fn count(db: &TestDb, queue: &str, state: JobState) -> i64 {
 /// How many jobs `queue` holds, by their rows.
 async fn rows_of(db: &TestDb, queue: &str) -> i64 {
     let mut conn = db.raw_connection().await;
-    let n: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1").bind(queue).fetch_one(&mut conn).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1")
+        .bind(queue)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     let _ = conn.close().await;
     n
 }
 
+/// Claims up to `max` jobs of `queue` through `store`.
 async fn claim(store: &PgStore, queue: &str, max: u32) -> Vec<ClaimedJob> {
     store
         .job_claim(JobClaimParams { queues: vec![queue.into()], worker_id: "w".into(), max, lease_ms: 60_000 })
@@ -105,13 +109,15 @@ async fn listening(stores: &[PgStore]) -> broadcast::Receiver<Event> {
 
 /// Inserts a marker job through `store`, for [`events_until`].
 async fn marker(store: &PgStore, n: usize) -> JobId {
-    let id = JobId::parse(format!("marker-{n}")).unwrap();
+    // Unique, so a marker of another test's schema can never stand in for it.
+    let id = JobId::parse(format!("marker-{n}-{}", JobId::generate())).unwrap();
     store.job_insert_many(vec![JobSpec::new("markers", "m").id(id.clone())]).await.unwrap();
     id
 }
 
-fn count_of(events: &[Event], kind: EventKind, id: Option<&JobId>) -> usize {
-    events.iter().filter(|e| e.kind == kind && (id.is_none() || e.job_id.as_ref() == id)).count()
+/// How many of `events` are of `kind` about job `id`.
+fn count_of(events: &[Event], kind: EventKind, id: &JobId) -> usize {
+    events.iter().filter(|e| e.kind == kind && e.job_id.as_ref() == Some(id)).count()
 }
 
 /// Sixteen children of one parent completed at once through two servers,
@@ -123,7 +129,7 @@ async fn children_finished_on_two_servers_release_their_parent_once() {
     let (stores, _clock) = servers(&db, 2).await;
     let mut rx = listening(&stores).await;
     let rounds = 4;
-    let mut parents = Vec::new();
+    let (mut parents, mut kids) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let mut flow = FlowSpec::new(JobSpec::new("parents", "p"));
         for _ in 0..16 {
@@ -134,6 +140,7 @@ async fn children_finished_on_two_servers_release_their_parent_once() {
         parents.push(inserted[0].job.id.clone());
         let claimed = claim(&stores[0], "kids", 100).await;
         assert_eq!(claimed.len(), 16);
+        kids.extend(claimed.iter().map(|c| c.job.id.clone()));
         finish_in_parallel(&stores, claimed, |i| FinishOutcome::Complete(json!({ "i": i }))).await;
         let parent = stores[1].job_get(&parents[round]).await.unwrap().unwrap();
         assert_eq!(parent.state, JobState::Waiting, "round {round}");
@@ -143,9 +150,11 @@ async fn children_finished_on_two_servers_release_their_parent_once() {
     assert_eq!(count(&db, "kids", JobState::Completed).await, 16 * rounds as i64);
     let events = events_until(&mut rx, &marker(&stores[1], 0).await).await;
     for parent in &parents {
-        assert_eq!(count_of(&events, EventKind::Waiting, Some(parent)), 1, "{parent}");
+        assert_eq!(count_of(&events, EventKind::Waiting, parent), 1, "{parent}");
     }
-    assert_eq!(count_of(&events, EventKind::Completed, None), 16 * rounds);
+    for kid in &kids {
+        assert_eq!(count_of(&events, EventKind::Completed, kid), 1, "{kid}");
+    }
 }
 
 /// Children failing at once through two servers under `fail_parent`: the
@@ -175,8 +184,8 @@ async fn children_failed_on_two_servers_fail_their_parent_once() {
     assert_eq!(count(&db, "parents", JobState::WaitingChildren).await, 0);
     assert_eq!(count(&db, "kids", JobState::Failed).await, 12);
     let events = events_until(&mut rx, &marker(&stores[1], 0).await).await;
-    assert_eq!(count_of(&events, EventKind::Failed, Some(&mid)), 1);
-    assert_eq!(count_of(&events, EventKind::Failed, Some(&root)), 1);
+    assert_eq!(count_of(&events, EventKind::Failed, &mid), 1);
+    assert_eq!(count_of(&events, EventKind::Failed, &root), 1);
 }
 
 /// A batch's jobs ended at once through two servers, some completed, some
@@ -235,8 +244,7 @@ async fn a_parent_and_its_child_finished_together_beside_a_sibling() {
         stores[0].job_insert_many(vec![JobSpec::new("parents", "p").id(parent_id.clone())]).await.unwrap();
         let parent = claim(&stores[0], "parents", 1).await.remove(0);
         // The running parent fans out: two children.
-        let kids: Vec<JobSpec> =
-            (0..2).map(|_| JobSpec::new("kids", "k").parent_id(parent_id.clone())).collect();
+        let kids: Vec<JobSpec> = (0..2).map(|_| JobSpec::new("kids", "k").parent_id(parent_id.clone())).collect();
         stores[1].job_insert_many(kids).await.unwrap();
         let mut kids = claim(&stores[1], "kids", 10).await;
         assert_eq!(kids.len(), 2);
