@@ -18,7 +18,7 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// `Store::job_finish_many`: ends attempts, completions and failures, in
 /// one transaction. Per item, [`StoreError::LeaseLost`] when the job is
@@ -90,35 +90,118 @@ async fn finish_in(
     // Once a job with a parent has ended, the rows read above may be stale
     // (the parent may be an item of this call): the rest are read again.
     let mut stale = false;
+    // Jobs ended by an earlier item: a repeated item finds them gone.
+    let mut ended: HashSet<&str> = HashSet::new();
+    // Plain completions, written together (see `Completion`).
+    let mut plain = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let lease = item.lease_token.0;
-        let job = if stale {
+        let job = if ended.contains(item.id.as_str()) {
+            None
+        } else if stale {
             read_active(conn, &item.id).await?
         } else {
-            rows.get(item.id.as_str()).filter(|j| j.lease_token == Some(lease)).cloned()
+            rows.get(item.id.as_str()).cloned()
         };
         let Some(job) = job.filter(|j| j.lease_token == Some(lease)) else {
             out.push(Err(StoreError::LeaseLost(item.id.to_string())));
             continue;
         };
         let finished = match &item.outcome {
-            FinishOutcome::Complete(value) => {
-                if crate::jobs::json_has_nul(value) {
-                    out.push(Err(StoreError::invalid("result", "must not contain the NUL character (\\u0000)")));
-                    continue;
-                }
-                complete(conn, fx, &item.id, &job, value).await?
+            FinishOutcome::Complete(value) if crate::jobs::json_has_nul(value) => {
+                out.push(Err(StoreError::invalid("result", "must not contain the NUL character (\\u0000)")));
+                continue;
             }
-            FinishOutcome::Fail(report) => fail(conn, fx, &item.id, &job, Some(report)).await?,
-            FinishOutcome::Release => fail(conn, fx, &item.id, &job, None).await?,
+            FinishOutcome::Complete(value) if job.is_plain() => {
+                fx.counts.moved(&job.queue, JobState::Active, JobState::Completed);
+                fx.event(job.event(EventKind::Completed, &item.id, fx.now, value.clone()));
+                plain.push(Completion {
+                    seq: job.seq,
+                    attempt: job.attempt,
+                    started_at: job.started_at,
+                    worker_id: job.worker_id.clone(),
+                    result: value,
+                });
+                Finished { state: JobState::Completed, run_at: None }
+            }
+            outcome => {
+                // What follows may read or change rows (hooks): the plain
+                // completions before it are written first, as if one by one.
+                write_completions(conn, fx.now, &mut plain).await?;
+                match outcome {
+                    FinishOutcome::Complete(value) => complete(conn, fx, &item.id, &job, value).await?,
+                    FinishOutcome::Fail(report) => fail(conn, fx, &item.id, &job, Some(report)).await?,
+                    FinishOutcome::Release => fail(conn, fx, &item.id, &job, None).await?,
+                }
+            }
         };
-        rows.remove(item.id.as_str());
+        ended.insert(item.id.as_str());
         fx.left_active(&job.queue, job.rate_limit_key.as_deref());
         stale |= job.parent_id.is_some() && finished.state.is_finished();
         out.push(Ok(finished));
     }
+    write_completions(conn, fx.now, &mut plain).await?;
     Ok(out)
+}
+
+/// A completion that needs nothing but its own row written (no flow, no
+/// batch, no cancel): such completions, the bulk of a busy worker's
+/// reports, are written by one update and one insert per call.
+struct Completion<'a> {
+    seq: i64,
+    attempt: i32,
+    started_at: Option<i64>,
+    worker_id: Option<String>,
+    result: &'a Value,
+}
+
+/// Writes the completions gathered so far (see [`Completion`]) and
+/// empties the list; a completion by the first attempt stays on the job
+/// row alone (reads rebuild it, see `jobs::attempts_of`).
+async fn write_completions(
+    conn: &mut PgConnection,
+    now: Timestamp,
+    plain: &mut Vec<Completion<'_>>,
+) -> StoreResult<()> {
+    if plain.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = plain.iter().map(|c| c.seq).collect();
+    let results: Vec<Json<&Value>> = plain.iter().map(|c| Json(c.result)).collect();
+    sqlx::query(
+        "UPDATE jobs SET state = 'completed', result = u.result, finished_at = $1, lease_token = NULL, \
+         lease_expires_at = NULL, fanned_out = false FROM unnest($2::bigint[], $3::jsonb[]) AS u(seq, result) \
+         WHERE jobs.seq = u.seq",
+    )
+    .bind(now.0)
+    .bind(&seqs)
+    .bind(&results)
+    .execute(&mut *conn)
+    .await
+    .db()?;
+    let later: Vec<&Completion<'_>> = plain.iter().filter(|c| c.attempt != 1).collect();
+    if !later.is_empty() {
+        let seqs: Vec<i64> = later.iter().map(|c| c.seq).collect();
+        let attempts: Vec<i32> = later.iter().map(|c| c.attempt).collect();
+        let started: Vec<i64> = later.iter().map(|c| c.started_at.unwrap_or(now.0)).collect();
+        let workers: Vec<Option<&str>> = later.iter().map(|c| c.worker_id.as_deref()).collect();
+        sqlx::query(
+            "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
+             SELECT s, a, st, $1, 'completed', NULL, w FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) \
+             AS u(s, a, st, w)",
+        )
+        .bind(now.0)
+        .bind(&seqs)
+        .bind(&attempts)
+        .bind(&started)
+        .bind(&workers)
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    }
+    plain.clear();
+    Ok(())
 }
 
 /// An item's row read again, after an earlier item's flow hook may have
@@ -175,6 +258,17 @@ impl Active {
             id: r.try_get(16).db()?,
             state: rows::state(r, 17)?,
         })
+    }
+
+    /// A completion of this job changes nothing but its row: no cancel to
+    /// honour, no children, no parent or batch to tell.
+    fn is_plain(&self) -> bool {
+        !self.cancel_requested
+            && self.pending_children == 0
+            && self.failed_child.is_none()
+            && !self.fanned_out
+            && self.parent_id.is_none()
+            && self.batch_id.is_none()
     }
 
     /// The flow and batch hook's view of this job, now in `state`.
