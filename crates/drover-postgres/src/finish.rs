@@ -41,7 +41,9 @@ use std::collections::{HashMap, HashSet};
 /// descending `seq` order (a child's `seq` is above its parent's, so this
 /// is the upward order every other path follows), then their batches in
 /// id order. The same statement reads the items, so a call of any size
-/// costs two round trips before its writes.
+/// costs two round trips before its writes; plain completions (no flow,
+/// batch or cancel) are then written together, by one update and one
+/// insert, the others one by one with their hooks.
 pub(crate) async fn job_finish_many(store: &PgStore, items: Vec<JobFinish>) -> StoreResult<Vec<StoreResult<Finished>>> {
     if items.is_empty() {
         return Ok(Vec::new());
