@@ -45,6 +45,38 @@ pub(crate) async fn ended(conn: &mut PgConnection, fx: &mut Effects, job: EndedJ
     Ok(())
 }
 
+/// Locks, before a method ends several jobs, the rows their hooks will
+/// update: the parents (`parent_ids`), in descending `seq` order, then the
+/// batches of the jobs (`batch_ids`) and of those parents, in id order.
+/// Taken up front, in the one order every such method uses, rather than
+/// as each job's hook reaches them (a batch's lock before a later job's
+/// parent's could close a cycle with a finish locking the other way).
+pub(crate) async fn lock_upward(
+    conn: &mut PgConnection,
+    parent_ids: &[&str],
+    mut batch_ids: Vec<String>,
+) -> StoreResult<()> {
+    if !parent_ids.is_empty() {
+        let theirs: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT batch_id FROM jobs WHERE id = ANY($1) ORDER BY seq DESC FOR UPDATE")
+                .bind(parent_ids)
+                .fetch_all(&mut *conn)
+                .await
+                .db()?;
+        batch_ids.extend(theirs.into_iter().flatten());
+    }
+    if !batch_ids.is_empty() {
+        batch_ids.sort_unstable();
+        batch_ids.dedup();
+        sqlx::query("SELECT 1 FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&batch_ids)
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    Ok(())
+}
+
 /// Tells `job`'s parent and batch; returns the parent if this failed it.
 async fn one_ended(conn: &mut PgConnection, fx: &mut Effects, job: &EndedJob<'_>) -> StoreResult<Option<Parent>> {
     let failed = match job.parent_id {

@@ -65,6 +65,9 @@ pub(crate) async fn expire_due(conn: &mut PgConnection, fx: &mut Effects) -> Sto
             parent_id: row.try_get(5).db()?,
         });
     }
+    let parents: Vec<&str> = jobs.iter().filter_map(|j| j.parent_id.as_deref()).collect();
+    let batches: Vec<String> = jobs.iter().filter_map(|j| j.batch_id.clone()).collect();
+    crate::flow::lock_upward(conn, &parents, batches).await?;
     let error = JobError::with_code(EXPIRED, "not started before its expires_at");
     // Without parents among them, no flow hook can change another due
     // job: one update for all. Otherwise one at a time, as SQLite does,

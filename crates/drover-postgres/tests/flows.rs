@@ -280,3 +280,38 @@ async fn a_parent_and_its_child_finished_together_beside_a_sibling() {
     assert_eq!(count(&db, "parents", JobState::Completed).await, 8);
     assert_eq!(count(&db, "kids", JobState::Completed).await, 16);
 }
+
+/// Children of one flow expiring while two servers run their expiry passes
+/// at once: each child fails once, and the parent fails once (by its first
+/// expired child).
+#[tokio::test]
+async fn children_expiring_on_two_servers_fail_their_parent_once() {
+    let Some(db) = TestDb::new().await else { return };
+    let (stores, clock) = servers(&db, 2).await;
+    let mut rx = listening(&stores).await;
+    let deadline = START.plus_ms(1_000);
+    let kids: Vec<JobSpec> = (0..10).map(|_| JobSpec::new("kids", "k").expires_at(deadline)).collect();
+    let mut flow = FlowSpec::new(JobSpec::new("parents", "p"));
+    for kid in kids {
+        flow = flow.child(kid);
+    }
+    let inserted = stores[0].flow_insert(flow).await.unwrap();
+    let parent = inserted[0].job.id.clone();
+    clock.advance(Duration::from_millis(1_000));
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let one = tokio::spawn(async move { a.job_expire_due().await });
+    let two = tokio::spawn(async move { b.job_expire_due().await });
+    let expired = one.await.unwrap().unwrap() + two.await.unwrap().unwrap();
+    assert_eq!(expired, 10);
+    let job = stores[1].job_get(&parent).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.unwrap().code.as_deref(), Some("child_failed"));
+    assert_eq!(count(&db, "kids", JobState::Failed).await, 10);
+    assert_eq!(count(&db, "parents", JobState::Failed).await, 1);
+    assert_eq!(count(&db, "parents", JobState::WaitingChildren).await, 0);
+    let events = events_until(&mut rx, &marker(&stores[1], 0).await).await;
+    assert_eq!(count_of(&events, EventKind::Failed, &parent), 1);
+    for kid in &inserted[1..] {
+        assert_eq!(count_of(&events, EventKind::Failed, &kid.job.id), 1);
+    }
+}
