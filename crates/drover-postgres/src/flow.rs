@@ -276,12 +276,13 @@ async fn count_child_in(conn: &mut PgConnection, fx: &mut Effects, parent_id: &s
     Ok(Attach::Counted)
 }
 
-/// An insert with a `batch_id` naming a batch: one job more in it. A
+/// An insert with a `batch_id` naming a batch: `n` jobs more in it. A
 /// `batch_id` that names no batch is a plain label, as before batches.
-pub(crate) async fn batch_add(conn: &mut PgConnection, batch_id: &str) -> StoreResult<()> {
+pub(crate) async fn batch_add(conn: &mut PgConnection, batch_id: &str, n: i32) -> StoreResult<()> {
     let done: Option<bool> =
-        sqlx::query_scalar("UPDATE batches SET total = total + 1 WHERE id = $1 RETURNING completed_at IS NOT NULL")
+        sqlx::query_scalar("UPDATE batches SET total = total + $2 WHERE id = $1 RETURNING completed_at IS NOT NULL")
             .bind(batch_id)
+            .bind(n)
             .fetch_optional(&mut *conn)
             .await
             .db()?;

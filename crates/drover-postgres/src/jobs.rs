@@ -10,6 +10,7 @@ use drover_store::{Inserted, PendingEvent, StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use std::collections::BTreeMap;
 
 /// `Store::job_insert_many`: inserts jobs in one transaction, all or
 /// nothing. Validation by [`JobSpec::validate`] and [`check_storable`]
@@ -134,6 +135,8 @@ pub(crate) async fn insert_rows(
     let mut out = Vec::with_capacity(rows.len());
     // Parents of this call, by index in `out`, to release if no child came.
     let mut parents = Vec::new();
+    // Batches named by new jobs: (index of the first, how many).
+    let mut batch_rows: BTreeMap<String, (usize, i32)> = BTreeMap::new();
     for (i, (spec, children)) in rows.into_iter().enumerate() {
         // Row by row, so a key repeated within one call finds the row
         // this call inserted moments before.
@@ -199,7 +202,9 @@ pub(crate) async fn insert_rows(
             crate::flow::attach_child(conn, fx, parent.as_str()).await.map_err(name_row)?;
         }
         if let Some(batch) = &job.batch_id {
-            crate::flow::batch_add(conn, batch).await.map_err(name_row)?;
+            // Counted in per batch after the loop: one update per batch, not
+            // per job (a batch insert brings up to 10,000 jobs).
+            batch_rows.entry(batch.clone()).or_insert((i, 0)).1 += 1;
         }
         // A job created `waiting-children` announces itself when released.
         if state != JobState::WaitingChildren {
@@ -213,6 +218,17 @@ pub(crate) async fn insert_rows(
         // must learn of an earlier one.
         fx.ready = true;
         out.push(Inserted { job, duplicate: false });
+    }
+    // The batch named first is checked first, as if counted row by row.
+    let mut batch_rows: Vec<(String, (usize, i32))> = batch_rows.into_iter().collect();
+    batch_rows.sort_by_key(|(_, (first, _))| *first);
+    for (batch, (first, n)) in batch_rows {
+        crate::flow::batch_add(conn, &batch, n).await.map_err(|e| match e {
+            StoreError::Invalid { field, message } if name_rows => {
+                StoreError::Invalid { field: format!("jobs[{first}].{field}"), message }
+            }
+            other => other,
+        })?;
     }
     release_childless(conn, fx, &mut out, &parents).await?;
     Ok(out)
