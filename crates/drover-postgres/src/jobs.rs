@@ -37,7 +37,7 @@ pub(crate) async fn job_insert_many(store: &PgStore, specs: Vec<JobSpec>) -> Sto
         return Ok(Vec::new());
     }
     let mut w = store.begin().await?;
-    let result = insert_in(&mut w.tx, &mut w.fx, specs).await;
+    let result = insert_rows(&mut w.tx, &mut w.fx, specs.into_iter().map(|spec| (spec, 0)).collect()).await;
     store.commit(w, result).await
 }
 
