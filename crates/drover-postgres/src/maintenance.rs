@@ -255,15 +255,17 @@ pub(crate) async fn job_expire_due(store: &PgStore) -> StoreResult<u64> {
 }
 
 /// Fails every unstarted `waiting` or `delayed` job whose `expires_at` is
-/// at or before `now`, with error code `expired` and no attempt. Rows
-/// another transaction holds are skipped (it is claiming or finishing
-/// them, and expires them itself if due). The terms name `jobs_expiring`.
+/// at or before `now`, with error code `expired` and no attempt, each
+/// announced (`job:failed`) and told to its parent and batch
+/// ([`crate::flow::ended`]); returns how many. Rows another transaction
+/// holds are skipped (it is claiming or finishing them, and expires them
+/// itself if due). The terms name `jobs_expiring`.
 pub(crate) async fn expire_due(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<u64> {
     let now = fx.now;
-    let counts = &mut fx.counts;
     let due = sqlx::query(
-        "SELECT seq, queue, state FROM jobs WHERE expires_at IS NOT NULL AND started_at IS NULL \
-         AND state IN ('waiting', 'delayed') AND expires_at <= $1 FOR UPDATE SKIP LOCKED",
+        "SELECT seq, id, queue, state, batch_id, parent_id FROM jobs WHERE expires_at IS NOT NULL \
+         AND started_at IS NULL AND state IN ('waiting', 'delayed') AND expires_at <= $1 \
+         ORDER BY expires_at, seq FOR UPDATE SKIP LOCKED",
     )
     .bind(now.0)
     .fetch_all(&mut *conn)
@@ -272,19 +274,82 @@ pub(crate) async fn expire_due(conn: &mut PgConnection, fx: &mut Effects) -> Sto
     if due.is_empty() {
         return Ok(0);
     }
-    let mut seqs = Vec::with_capacity(due.len());
+    let mut jobs = Vec::with_capacity(due.len());
     for row in &due {
-        seqs.push(row.try_get::<i64, _>(0).db()?);
-        counts.moved(row.try_get::<&str, _>(1).db()?, rows::state(row, 2)?, JobState::Failed);
+        jobs.push(Due {
+            seq: row.try_get(0).db()?,
+            id: JobId::from_trusted(row.try_get(1).db()?),
+            queue: row.try_get(2).db()?,
+            state: rows::state(row, 3)?,
+            batch_id: row.try_get(4).db()?,
+            parent_id: row.try_get(5).db()?,
+        });
     }
+    let parents: Vec<&str> = jobs.iter().filter_map(|j| j.parent_id.as_deref()).collect();
+    let batches: Vec<String> = jobs.iter().filter_map(|j| j.batch_id.clone()).collect();
+    crate::flow::lock_upward(conn, &parents, batches).await?;
     let error = JobError::with_code(EXPIRED, "not started before its expires_at");
-    sqlx::query("UPDATE jobs SET state = 'failed', error = $1, finished_at = $2 WHERE seq = ANY($3)")
-        .bind(Json(&error))
-        .bind(now.0)
-        .bind(&seqs)
-        .execute(&mut *conn)
-        .await
-        .db()?;
-    // TODO(flows helper): events (`job:failed` with `{"error"}`) and the flow hook per job.
-    Ok(seqs.len() as u64)
+    // Without parents among them, no flow hook can change another due
+    // job: one update for all. Otherwise one at a time, as SQLite does,
+    // since failing a child may fail a parent that was due too.
+    let one_by_one = jobs.iter().any(|j| j.parent_id.is_some());
+    if !one_by_one {
+        let seqs: Vec<i64> = jobs.iter().map(|j| j.seq).collect();
+        sqlx::query("UPDATE jobs SET state = 'failed', error = $1, finished_at = $2 WHERE seq = ANY($3)")
+            .bind(Json(&error))
+            .bind(now.0)
+            .bind(&seqs)
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    let mut expired = 0;
+    for job in &jobs {
+        if one_by_one {
+            // Only a job still unstarted expires (not one its child failed).
+            let changed = sqlx::query(
+                "UPDATE jobs SET state = 'failed', error = $1, finished_at = $2 \
+                 WHERE seq = $3 AND state IN ('waiting', 'delayed')",
+            )
+            .bind(Json(&error))
+            .bind(now.0)
+            .bind(job.seq)
+            .execute(&mut *conn)
+            .await
+            .db()?
+            .rows_affected();
+            if changed == 0 {
+                continue;
+            }
+        }
+        expired += 1;
+        fx.counts.moved(&job.queue, job.state, JobState::Failed);
+        fx.event(PendingEvent::job(
+            EventKind::Failed,
+            &job.id,
+            &job.queue,
+            job.batch_id.as_deref(),
+            now,
+            json!({ "error": error }),
+        ));
+        let ended = crate::flow::EndedJob {
+            seq: job.seq,
+            id: job.id.as_str(),
+            parent_id: job.parent_id.as_deref(),
+            batch_id: job.batch_id.as_deref(),
+            state: JobState::Failed,
+        };
+        crate::flow::ended(conn, fx, ended).await?;
+    }
+    Ok(expired)
+}
+
+/// A job [`expire_due`] found due.
+struct Due {
+    seq: i64,
+    id: JobId,
+    queue: String,
+    state: JobState,
+    batch_id: Option<String>,
+    parent_id: Option<String>,
 }
