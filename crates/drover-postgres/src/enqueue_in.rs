@@ -25,9 +25,24 @@ impl PgStore {
     ///
     /// Costs while the caller's transaction stays open: the new rows are
     /// invisible to others, and a spec with a `unique_key` holds that key's
-    /// lock (another insert of the same key waits for the commit). Queue
+    /// lock (another insert of the same key waits for the commit), and a
+    /// spec with a `parent_id` or a `batch_id` holds that parent's or batch's
+    /// row (its other children's finishes wait for the commit). Queue
     /// counts are appended as deltas rather than updated in place, so no
     /// shared row stays locked.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: drover_postgres::PgStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use drover_core::JobSpec;
+    /// use serde_json::json;
+    ///
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO signups (email) VALUES ($1)").bind("ada@example.com").execute(&mut *tx).await?;
+    /// let spec = JobSpec::new("emails", "send_welcome").payload(json!({ "email": "ada@example.com" }));
+    /// store.job_insert_many_in(&mut tx, vec![spec]).await?;
+    /// tx.commit().await?; // the signup and its job, or neither
+    /// # Ok(()) }
+    /// ```
     pub async fn job_insert_many_in(&self, conn: &mut PgConnection, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
         for spec in &specs {
             spec.validate()?;

@@ -439,7 +439,7 @@ async fn fail(
     if let (AttemptOutcome::RateLimited, Some(until)) = (outcome, run_at) {
         let held_until = hold(conn, &job.queue, job.rate_limit_key.as_deref(), until).await?;
         // Announced before `job:retrying`, as SQLite does.
-        fx.event(crate::limits::throttled_event(&job.queue, held_until, job.rate_limit_key.as_deref(), now));
+        fx.event(PendingEvent::throttled(&job.queue, held_until, job.rate_limit_key.as_deref(), now));
     }
     if run_at.is_some() {
         // A fetcher sleeping until the next due time may need to wake sooner.

@@ -13,6 +13,7 @@ use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows::{self, JOB_COLS};
 use drover_core::{EventKind, Job, JobId, JobSpec, JobState, Timestamp};
+use drover_store::flow::{ParentFound, parent_gains_child};
 use drover_store::{BatchInfo, BatchInserted, BatchState, Inserted, PendingEvent, StoreError, StoreResult};
 use serde_json::{Value, json};
 use sqlx::types::Json;
@@ -217,24 +218,7 @@ async fn fail_parent(
 /// An insert with `parent_id`: checks the parent and counts the child in
 /// ([`count_child_in`]).
 pub(crate) async fn attach_child(conn: &mut PgConnection, fx: &mut Effects, parent_id: &str) -> StoreResult<()> {
-    match count_child_in(conn, fx, parent_id).await? {
-        Attach::Counted => Ok(()),
-        Attach::Missing => Err(StoreError::invalid("parent_id", format!("no job with id `{parent_id}`"))),
-        Attach::Finished(state) => Err(StoreError::InvalidState {
-            state,
-            message: format!("parent job {parent_id} has finished and cannot take children"),
-        }),
-    }
-}
-
-/// What [`count_child_in`] found.
-enum Attach {
-    /// The parent counts one unfinished child more.
-    Counted,
-    /// No job with that id (never stored, or removed by retention).
-    Missing,
-    /// The parent has finished: nothing changed.
-    Finished(JobState),
+    count_child_in(conn, fx, parent_id).await?.into_result(parent_id)
 }
 
 /// One unfinished child more for an unfinished parent, whether the child is
@@ -242,24 +226,20 @@ enum Attach {
 /// parent waits for it (`waiting-children`); a running one runs again
 /// after it (`fanned_out`). The parent's row is locked first, so a parent
 /// finishing on another server is seen finished, never counted after.
-async fn count_child_in(conn: &mut PgConnection, fx: &mut Effects, parent_id: &str) -> StoreResult<Attach> {
+async fn count_child_in(conn: &mut PgConnection, fx: &mut Effects, parent_id: &str) -> StoreResult<ParentFound> {
     let found = sqlx::query("SELECT seq, state, queue FROM jobs WHERE id = $1 FOR UPDATE")
         .bind(parent_id)
         .fetch_optional(&mut *conn)
         .await
         .db()?;
-    let Some(r) = found else { return Ok(Attach::Missing) };
+    let Some(r) = found else { return Ok(ParentFound::Missing) };
     let seq: i64 = r.try_get(0).db()?;
     let state = rows::state(&r, 1)?;
     let queue: String = r.try_get(2).db()?;
     if state.is_finished() {
-        return Ok(Attach::Finished(state));
+        return Ok(ParentFound::Finished(state));
     }
-    let moves = matches!(state, JobState::Waiting | JobState::Delayed);
-    let new_state = if moves { JobState::WaitingChildren } else { state };
-    // A running parent fanned out: it runs again after its children, even
-    // if they all finish before its handler returns.
-    let fanned_out = state == JobState::Active;
+    let (new_state, fanned_out) = parent_gains_child(state);
     sqlx::query(
         "UPDATE jobs SET pending_children = pending_children + 1, state = $1, fanned_out = fanned_out OR $3 \
          WHERE seq = $2",
@@ -270,10 +250,10 @@ async fn count_child_in(conn: &mut PgConnection, fx: &mut Effects, parent_id: &s
     .execute(&mut *conn)
     .await
     .db()?;
-    if moves {
-        fx.counts.moved(&queue, state, JobState::WaitingChildren);
+    if new_state != state {
+        fx.counts.moved(&queue, state, new_state);
     }
-    Ok(Attach::Counted)
+    Ok(ParentFound::Counted)
 }
 
 /// An insert with a `batch_id` naming a batch: `n` jobs more in it. A
@@ -488,34 +468,11 @@ pub(crate) async fn flow_insert(store: &PgStore, flow: drover_core::FlowSpec) ->
 /// complete at once. The `on_complete` spec is checked now and stored, to
 /// be inserted when the batch completes.
 pub(crate) async fn batch_insert(store: &PgStore, batch: drover_core::BatchSpec) -> StoreResult<BatchInserted> {
-    let drover_core::BatchSpec { mut jobs, on_complete } = batch;
-    if jobs.len() > drover_core::flow::MAX_FLOW_JOBS {
-        return Err(StoreError::invalid(
-            "jobs",
-            format!("a batch holds at most {} jobs", drover_core::flow::MAX_FLOW_JOBS),
-        ));
-    }
-    let id = JobId::generate().to_string();
-    for (i, job) in jobs.iter_mut().enumerate() {
-        if job.batch_id.is_some() {
-            return Err(StoreError::invalid(format!("jobs[{i}].batch_id"), "is set by the batch"));
-        }
-        job.batch_id = Some(id.clone());
-    }
+    let drover_store::flow::PreparedBatch { id, jobs, on_complete } = drover_store::flow::prepare_batch(batch)?;
     let on_complete = match on_complete {
         None => None,
         Some(spec) => {
-            spec.validate().map_err(|e| StoreError::invalid(format!("on_complete.{}", e.field), e.message))?;
             crate::jobs::check_storable(&spec, "on_complete.")?;
-            // Inserted when the batch completes, maybe long after: a
-            // parent or batch named now may have finished by then, and
-            // nobody would be there to hear the refusal.
-            if spec.parent_id.is_some() {
-                return Err(StoreError::invalid("on_complete.parent_id", "a completion job cannot have a parent"));
-            }
-            if spec.batch_id.is_some() {
-                return Err(StoreError::invalid("on_complete.batch_id", "a completion job cannot join a batch"));
-            }
             Some(serde_json::to_value(&spec).map_err(|e| StoreError::Backend(e.to_string()))?)
         }
     };

@@ -26,9 +26,8 @@ use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows;
 use drover_core::limit::{rule_for, validate_key_pattern};
-use drover_core::{EventKind, KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
+use drover_core::{KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
 use drover_store::{PendingEvent, RateLimitRule, RateLimitState, StoreError, StoreResult};
-use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -42,16 +41,6 @@ pub(crate) fn queue_scope(queue: &str) -> String {
 /// The `throttles` row (and advisory lock scope) of a rate-limit key.
 pub(crate) fn key_scope(key: &str) -> String {
     format!("k:{key}")
-}
-
-/// The `queue:throttled` event, as SQLite publishes it: for a claim that
-/// used up a queue's rate limit (`key: None`, `until` when the window next
-/// lets a job go) and for a handler's hold on a key or a queue (`until`
-/// the hold's end, the later of the old and the new one).
-pub(crate) fn throttled_event(queue: &str, until: Timestamp, key: Option<&str>, now: Timestamp) -> PendingEvent {
-    let mut event = PendingEvent::queue(EventKind::QueueThrottled, queue, now);
-    event.data = json!({ "throttled_until": until, "rate_limit_key": key });
-    event
 }
 
 /// One `throttles` row: a scope's window of starts and its hold.
@@ -77,13 +66,7 @@ impl Throttle {
     /// Until when the scope starts nothing: its hold, or its rate limit used
     /// up. `None` when a job could start now.
     fn throttled_until(&self, rate: Option<&RateLimit>, now: Timestamp) -> Option<Timestamp> {
-        let hold = self.held_until.filter(|&until| until > now.0).map(Timestamp);
-        let window = rate.and_then(|limit| {
-            let mut starts = self.starts.clone();
-            starts.prune(limit, now);
-            starts.frees_at(limit)
-        });
-        hold.max(window)
+        drover_core::limit::throttled_until(self.held_until, &self.starts, rate, now)
     }
 }
 
@@ -357,7 +340,7 @@ impl Gate {
                 let had_room = throttle.starts.remaining(&limit) > 0;
                 throttle.starts.record(now, allowance.taken);
                 if had_room && let Some(until) = throttle.starts.frees_at(&limit) {
-                    fx.event(throttled_event(&queue, until, None, now));
+                    fx.event(PendingEvent::throttled(&queue, until, None, now));
                 }
                 let next_change = throttle.starts.next_change(&limit).map(|t| t.0);
                 writes.push((queue_scope(&queue), throttle.starts, next_change));

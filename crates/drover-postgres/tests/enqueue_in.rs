@@ -84,3 +84,29 @@ async fn a_refused_insert_leaves_the_application_transaction_usable() {
     assert_eq!(n, 2);
     assert_eq!(store.job_get(&JobId::parse("welcome-c").unwrap()).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn retention_folds_the_count_deltas_and_counts_stay_right() {
+    let Some(db) = TestDb::new().await else { return };
+    let store = db.connect().await;
+    let mut app = signups_table(&db).await;
+    for i in 0..3 {
+        let mut tx = app.begin().await.unwrap();
+        store.job_insert_many_in(&mut tx, vec![welcome(&format!("fold-{i}"))]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    store.job_insert_many(vec![welcome("fold-plain")]).await.unwrap();
+    let mut raw = db.raw_connection().await;
+    assert_eq!(delta_rows(&mut raw).await, 3, "one delta row per transactional enqueue");
+    assert_eq!(store.queue_get("mail").await.unwrap().counts.waiting, 4, "reads add the deltas");
+    assert_eq!(store.queue_list().await.unwrap()[0].counts.waiting, 4);
+
+    store.job_retention_sweep(100).await.unwrap();
+    assert_eq!(delta_rows(&mut raw).await, 0, "the sweep folded them");
+    assert_eq!(store.queue_get("mail").await.unwrap().counts.waiting, 4, "and the counts did not change");
+}
+
+/// Rows waiting in `queue_count_deltas`.
+async fn delta_rows(raw: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM queue_count_deltas").fetch_one(raw).await.unwrap()
+}
