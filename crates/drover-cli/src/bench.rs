@@ -50,7 +50,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => DatabaseUrl::parse(url)?,
         None => DatabaseUrl::Sqlite(scratch.path().join("bench.db")),
     };
-    let store = url.open(synchronous).await?;
+    // On PostgreSQL the bench never touches the database's own tables: it
+    // works in a schema of its own, dropped afterwards (even on failure).
+    let scratch_schema = matches!(url, DatabaseUrl::Postgres(_)).then(|| {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        format!("drover_bench_{secs}_{:08x}", fastrand::u32(..))
+    });
+    let store = url.open(synchronous, scratch_schema.clone()).await?;
+    let result = measure(&args, &store).await;
+    drop(store);
+    if let Some(schema) = scratch_schema {
+        url.drop_scratch_schema(&schema).await?;
+    }
+    result
+}
+
+/// Every phase of the bench on `store`, printing as it goes.
+async fn measure(args: &BenchArgs, store: &Arc<dyn Store>) -> anyhow::Result<()> {
     let client = Client::new(store.clone());
     let payload = payload_of(args.payload_bytes);
     let say = |line: String| {
@@ -68,7 +84,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let enqueue_bulk_per_s = bulk_enqueue(&client, args.jobs, &payload).await?;
     say(format!("bulk enqueue      {enqueue_bulk_per_s:>12.0} jobs/s  ({BULK_CHUNK} per call)"));
 
-    let process_per_s = process(&client, &store, args.jobs, args.concurrency).await?;
+    let process_per_s = process(&client, store, args.jobs, args.concurrency).await?;
     say(format!("process (no-op)   {process_per_s:>12.0} jobs/s  (concurrency {})", args.concurrency));
 
     let single_jobs = args.jobs.min(20_000);

@@ -499,9 +499,14 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Store URL: `sqlite://PATH`.
+    /// Store URL: `sqlite://PATH` (embedded, one server) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (several servers on one database).
     #[arg(long, env = "DROVER_DATABASE", default_value = "sqlite://drover.db")]
     pub database: String,
+    /// PostgreSQL only: the schema for Drover's tables, created if missing
+    /// (a plain lowercase name); the server's default (`public`) when unset.
+    #[arg(long, env = "DROVER_DATABASE_SCHEMA")]
+    pub schema: Option<String>,
     /// Also run built-in sample workers and a trickle of sample jobs (queues
     /// `demo-import`, `demo-enrich`, `demo-report`), so there is something to watch.
     /// (`DROVER_DEMO` takes `1`/`0`, `true`/`false`, `yes`/`no`.)
@@ -516,7 +521,9 @@ pub struct ServeArgs {
 /// Arguments of `drover bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Store URL (`sqlite://PATH`); a fresh temporary SQLite file by default.
+    /// Store URL (`sqlite://PATH` or `postgres://...`); a fresh temporary
+    /// SQLite file by default. On PostgreSQL the bench works in a scratch
+    /// schema it drops afterwards.
     #[arg(long, env = "DROVER_DATABASE")]
     pub database: Option<String>,
     /// Jobs enqueued in bulk and then processed.

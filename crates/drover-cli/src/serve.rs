@@ -13,7 +13,10 @@ use std::time::Duration;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database)?;
-    let store = url.open(Synchronous::Full).await?;
+    if args.schema.is_some() && !matches!(url, DatabaseUrl::Postgres(_)) {
+        anyhow::bail!("--schema applies to a postgres:// database only");
+    }
+    let store = url.open(Synchronous::Full, args.schema.clone()).await?;
     let maintenance = Maintenance::start(store.clone(), MaintenanceConfig::default());
     // Every server runs a scheduler; ticks raced by several insert one job.
     let scheduler = Scheduler::start(store.clone(), SchedulerConfig::default());
@@ -40,7 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "drover listening on http://{addr} (store: {}; API docs: http://{addr}/docs; dashboard: not built yet; \
          no API keys: open to local clients only{demo_note})",
-        args.database
+        url.display()
     );
     let state = AppState::new(client);
     let served = drover_server::run(listener, state, shutdown_signal()).await.context("serving the API");

@@ -4,11 +4,28 @@
 //! completion job). The rules that move parents and batches along live in
 //! the stores; see `docs/decisions/0007-flows-and-batches.md`.
 
-use crate::{JobId, JobSpec, SpecError};
+use crate::{JobError, JobId, JobSpec, JobState, SpecError};
 use serde::{Deserialize, Serialize};
+
+/// The error code of a parent failed by a child (`details.child_id`).
+pub const CHILD_FAILED: &str = "child_failed";
+
+/// The error a parent fails with because of `child_id`. `child_state` is
+/// `None` when it is no longer known (the parent was running and learns of
+/// it when its handler returns). Both stores use it, so the message is the
+/// same on either.
+pub fn child_failed_error(child_id: &str, child_state: Option<JobState>) -> JobError {
+    let how = child_state.map_or_else(|| "failed or was cancelled".to_owned(), |s| format!("ended {s}"));
+    JobError {
+        message: format!("child job {child_id} {how}"),
+        code: Some(CHILD_FAILED.to_owned()),
+        details: serde_json::json!({ "child_id": child_id }),
+    }
+}
 
 /// The most jobs one flow or one batch may hold.
 pub const MAX_FLOW_JOBS: usize = 10_000;
+
 /// The deepest a flow given whole may nest (the root is level 1); deeper
 /// trees are built by adding children with `parent_id`.
 pub const MAX_FLOW_DEPTH: usize = 64;

@@ -124,6 +124,24 @@ impl StartWindow {
     }
 }
 
+/// Until when a queue or key starts nothing: its hold (`held_until`, set
+/// by a handler's rate-limit deferral) or its rate limit used up by the
+/// starts in `window`. `None` when a job could start at `now`.
+pub fn throttled_until(
+    held_until: Option<i64>,
+    window: &StartWindow,
+    rate: Option<&RateLimit>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let hold = held_until.filter(|&until| until > now.0).map(Timestamp);
+    let full = rate.and_then(|limit| {
+        let mut starts = window.clone();
+        starts.prune(limit, now);
+        starts.frees_at(limit)
+    });
+    hold.max(full)
+}
+
 fn per_ms(limit: &RateLimit) -> i64 {
     i64::try_from(limit.per_ms).unwrap_or(i64::MAX)
 }

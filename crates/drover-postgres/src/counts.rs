@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 /// The count changes of one transaction, by `(queue, state)`; written in
 /// one statement at its end.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Counts(BTreeMap<(String, &'static str), i64>);
 
 impl Counts {
@@ -26,20 +26,45 @@ impl Counts {
         }
     }
 
+    /// Appends the deltas to `queue_count_deltas` instead, locking no
+    /// shared row: for inserts inside an application's own transaction,
+    /// which may stay open long (migration 0002).
+    pub(crate) async fn append_deltas(self, conn: &mut PgConnection) -> StoreResult<()> {
+        let Some((queues, states, deltas)) = self.columns() else { return Ok(()) };
+        sqlx::query("INSERT INTO queue_count_deltas (queue, state, n) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])")
+            .bind(queues)
+            .bind(states)
+            .bind(deltas)
+            .execute(conn)
+            .await
+            .db()?;
+        Ok(())
+    }
+
+    /// The non-zero deltas as three columns, sorted by `(queue, state)`.
+    #[allow(clippy::type_complexity)]
+    fn columns(self) -> Option<(Vec<String>, Vec<&'static str>, Vec<i64>)> {
+        let rows: Vec<_> = self.0.into_iter().filter(|(_, n)| *n != 0).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut columns =
+            (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for ((queue, state), n) in rows {
+            columns.0.push(queue);
+            columns.1.push(state);
+            columns.2.push(n);
+        }
+        Some(columns)
+    }
+
     /// Adds the deltas to their rows in one upsert, rows in `(queue,
     /// state)` order (the fixed order every transaction locks them in, so
     /// two cannot deadlock on them; ADR 0009). Rows of no change are left
     /// alone.
     pub(crate) async fn flush(self, conn: &mut PgConnection) -> StoreResult<()> {
         // The map keeps them sorted by the text the rows hold.
-        let rows: Vec<(String, &'static str, i64)> =
-            self.0.into_iter().filter(|(_, n)| *n != 0).map(|((q, s), n)| (q, s, n)).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let queues: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-        let states: Vec<&str> = rows.iter().map(|r| r.1).collect();
-        let deltas: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let Some((queues, states, deltas)) = self.columns() else { return Ok(()) };
         sqlx::query(
             "INSERT INTO queue_counts (queue, state, n) \
              SELECT q, s, n FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(q, s, n) ORDER BY q, s \
@@ -54,3 +79,32 @@ impl Counts {
         Ok(())
     }
 }
+
+/// Folds `queue_count_deltas` into `queue_counts` (maintenance): the rows
+/// committed so far are deleted and their sums added, in one statement.
+/// Returns how many delta rows were folded.
+pub(crate) async fn fold_deltas(conn: &mut PgConnection) -> StoreResult<u64> {
+    let folded: Option<i64> = sqlx::query_scalar(
+        "WITH moved AS (DELETE FROM queue_count_deltas RETURNING queue, state, n), \
+         summed AS (SELECT queue, state, sum(n)::bigint AS n, count(*) AS rows FROM moved GROUP BY queue, state), \
+         applied AS (INSERT INTO queue_counts (queue, state, n) SELECT queue, state, n FROM summed ORDER BY queue, state \
+             ON CONFLICT (queue, state) DO UPDATE SET n = queue_counts.n + excluded.n) \
+         SELECT sum(rows)::bigint FROM summed",
+    )
+    .fetch_one(conn)
+    .await
+    .db()?;
+    Ok(folded.unwrap_or(0) as u64)
+}
+
+/// The SQL of a queue's counts by state, deltas included (`$1`: the
+/// queue); rows `(state, n)`.
+pub(crate) const COUNTS_OF_QUEUE: &str = "SELECT state, sum(n)::bigint FROM \
+     (SELECT state, n FROM queue_counts WHERE queue = $1 \
+      UNION ALL SELECT state, n FROM queue_count_deltas WHERE queue = $1) AS c GROUP BY state";
+
+/// The SQL of every queue's counts by state, deltas included; rows
+/// `(queue, state, n)`.
+pub(crate) const COUNTS_OF_ALL: &str = "SELECT queue, state, sum(n)::bigint FROM \
+     (SELECT queue, state, n FROM queue_counts UNION ALL SELECT queue, state, n FROM queue_count_deltas) AS c \
+     GROUP BY queue, state";

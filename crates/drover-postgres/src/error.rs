@@ -39,26 +39,6 @@ pub(crate) fn is_transient_sqlstate(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
-/// Ends a store method's transaction: commits on success, else rolls back
-/// at once (a dropped transaction would only queue its rollback until the
-/// connection's next use, holding its locks meanwhile) and returns the
-/// error.
-pub(crate) async fn end_tx<T>(
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(value) => {
-            tx.commit().await.db()?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
 /// `?` on sqlx results inside functions returning `StoreResult`.
 pub(crate) trait SqlResultExt<T> {
     /// Converts the error with [`store_error`].

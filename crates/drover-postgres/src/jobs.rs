@@ -1,74 +1,124 @@
-//! Inserting and reading jobs: `job_insert_many` and `job_get`, as
-//! inherent methods of [`PgStore`] until the `Store` trait is implemented
-//! whole (ADR 0009).
+//! Inserting and reading jobs: `job_insert_many`, `job_get`, and the
+//! insert body every method that creates jobs shares ([`insert_in`]).
 
 use crate::PgStore;
-use crate::counts::Counts;
-use crate::error::{SqlResultExt, end_tx};
+use crate::error::SqlResultExt;
+use crate::fx::Effects;
 use crate::rows::{self, JOB_COLS};
-use drover_core::{Attempt, ChildFailure, Job, JobId, JobSpec, JobState, Timestamp};
-use drover_store::{Inserted, StoreError, StoreResult};
+use drover_core::{Attempt, ChildFailure, EventKind, Job, JobId, JobSpec, JobState, Timestamp};
+use drover_store::{Inserted, PendingEvent, StoreError, StoreResult};
+use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
+use std::collections::BTreeMap;
 
-impl PgStore {
-    /// Inserts jobs in one transaction: all or nothing. Becomes
-    /// `Store::job_insert_many` and follows its contract: validation by
-    /// [`JobSpec::validate`] (the first bad spec fails the call, nothing is
-    /// inserted); a spec whose id exists (in the store, or earlier in the
-    /// same call) returns the existing job, unchanged, with `duplicate:
-    /// true`; so does a spec with a `unique_key` when its queue holds a job
-    /// with that key that is unfinished, or (with `unique_for_ms`) was
-    /// created less than that long ago: the newest such job is returned,
-    /// checked before the id. A job is `delayed` when its first `run_at` is
-    /// after now, else `waiting`; `expires_at` is stored as given. Results
-    /// are in input order. `queue_counts` change in the same transaction.
-    ///
-    /// Across servers: the ids are made unique by `ON CONFLICT (id) DO
-    /// NOTHING` (a second server inserting the same id waits for the first
-    /// to commit, then finds its job); unique keys are serialised by a
-    /// transaction-scoped advisory lock per `(queue, key)`, all of a call's
-    /// taken up front in sorted order, so two calls cannot deadlock.
-    ///
-    /// Not yet (refused with [`StoreError::Invalid`], "not supported by
-    /// the PostgreSQL store yet", before anything is written): specs with a
-    /// `parent_id` or a `batch_id`, which need the flow and batch hooks
-    /// that come with the `Store` trait. Events (`job:waiting`,
-    /// `job:delayed`) come with the events table (ADR 0009); none are
-    /// published yet.
-    pub async fn job_insert_many(&self, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
-        let many = specs.len() > 1;
-        for (i, spec) in specs.iter().enumerate() {
-            spec.validate()?;
-            let field = |name: &str| if many { format!("jobs[{i}].{name}") } else { name.to_owned() };
-            if spec.parent_id.is_some() {
-                return Err(StoreError::invalid(field("parent_id"), "not supported by the PostgreSQL store yet"));
-            }
-            if spec.batch_id.is_some() {
-                return Err(StoreError::invalid(field("batch_id"), "not supported by the PostgreSQL store yet"));
-            }
-        }
-        if specs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let mut tx = self.pool().begin().await.db()?;
-        let result = insert_in(&mut tx, specs, now).await;
-        end_tx(tx, result).await
+/// `Store::job_insert_many`: inserts jobs in one transaction, all or
+/// nothing. Validation by [`JobSpec::validate`] and [`check_storable`]
+/// (the first bad spec fails the call, nothing is inserted); a spec whose
+/// id exists (in the store, or earlier in the same call) returns the
+/// existing job, unchanged, with `duplicate: true`; so does a spec with a
+/// `unique_key` when its queue holds a job with that key that is
+/// unfinished, or (with `unique_for_ms`) was created less than that long
+/// ago: the newest such job is returned, checked before the id. A job is
+/// `delayed` when its first `run_at` is after now, else `waiting`;
+/// `expires_at` is stored as given. A `parent_id` must name an unfinished
+/// job, which then counts the child in (ADR 0007); a `batch_id` naming a
+/// batch adds the job to it. Results are in input order.
+///
+/// Across servers: the ids are made unique by `ON CONFLICT (id) DO
+/// NOTHING` (a second server inserting the same id waits for the first
+/// to commit, then finds its job); unique keys are serialised by a
+/// transaction-scoped advisory lock per `(queue, key)`, all of a call's
+/// taken up front in sorted order, so two calls cannot deadlock.
+pub(crate) async fn job_insert_many(store: &PgStore, specs: Vec<JobSpec>) -> StoreResult<Vec<Inserted>> {
+    // Refused before a connection is taken.
+    validate(&specs)?;
+    if specs.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut w = store.begin().await?;
+    let result = insert_rows(&mut w.tx, &mut w.fx, specs.into_iter().map(|spec| (spec, 0)).collect()).await;
+    store.commit(w, result).await
+}
 
-    /// One job with its attempt history, or `None`. Becomes
-    /// `Store::job_get`.
-    pub async fn job_get(&self, id: &JobId) -> StoreResult<Option<Job>> {
-        let mut conn = self.pool().acquire().await.db()?;
-        get_in(&mut conn, id).await
+/// The checks every insert makes before it writes: [`JobSpec::validate`]
+/// and [`check_storable`], the first fault failing the call.
+pub(crate) fn validate(specs: &[JobSpec]) -> StoreResult<()> {
+    for spec in specs {
+        spec.validate()?;
+        check_storable(spec, "")?;
+    }
+    Ok(())
+}
+
+/// Refuses (Invalid, naming the field after `prefix`) a spec holding a
+/// NUL character (`\u0000`) where PostgreSQL would reject it: `jsonb`
+/// and `text` cannot store it, while SQLite can. Refusing it here names
+/// the field instead of failing the statement with an encoding error.
+pub(crate) fn check_storable(spec: &JobSpec, prefix: &str) -> StoreResult<()> {
+    let refuse = |field: &str| {
+        Err(StoreError::invalid(format!("{prefix}{field}"), "must not contain the NUL character (\\u0000)"))
+    };
+    if json_has_nul(&spec.payload) {
+        return refuse("payload");
+    }
+    if spec.tags.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)) {
+        return refuse("tags");
+    }
+    for (field, text) in [
+        ("id", spec.id.as_ref().map(JobId::as_str)),
+        ("parent_id", spec.parent_id.as_ref().map(JobId::as_str)),
+        ("unique_key", spec.unique_key.as_deref()),
+        ("rate_limit_key", spec.rate_limit_key.as_deref()),
+        ("batch_id", spec.batch_id.as_deref()),
+    ] {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return refuse(field);
+        }
+    }
+    Ok(())
+}
+
+/// Whether any string of `value`, key or value, holds a NUL character.
+pub(crate) fn json_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
     }
 }
 
-/// The insert's transaction body.
-async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp) -> StoreResult<Vec<Inserted>> {
+/// `Store::job_get`: one job with its attempt history, or `None`.
+pub(crate) async fn job_get(store: &PgStore, id: &JobId) -> StoreResult<Option<Job>> {
+    let mut conn = store.pool().acquire().await.db()?;
+    get_in(&mut conn, id).await
+}
+
+/// The insert's transaction body, shared by every method that inserts jobs
+/// (bulk inserts, schedules, transactional enqueue): validates the specs
+/// ([`validate`]), then inserts them as jobs without children.
+pub(crate) async fn insert_in(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    specs: Vec<JobSpec>,
+) -> StoreResult<Vec<Inserted>> {
+    validate(&specs)?;
+    insert_rows(conn, fx, specs.into_iter().map(|spec| (spec, 0)).collect()).await
+}
+
+/// Inserts validated specs, each with the number of children inserted
+/// after it in the same call (a flow's, see [`drover_core::FlowSpec::flatten`]):
+/// a job with children starts `waiting-children` and is counted in by
+/// each of them.
+pub(crate) async fn insert_rows(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    rows: Vec<(JobSpec, usize)>,
+) -> StoreResult<Vec<Inserted>> {
+    let now = fx.now;
     let mut scopes: Vec<String> =
-        specs.iter().filter_map(|s| s.unique_key.as_ref().map(|key| unique_scope(&s.queue, key))).collect();
+        rows.iter().filter_map(|(s, _)| s.unique_key.as_ref().map(|key| unique_scope(&s.queue, key))).collect();
     scopes.sort_unstable();
     scopes.dedup();
     for scope in &scopes {
@@ -78,29 +128,37 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
             .await
             .db()?;
     }
+    // Errors about a row's parent or batch name the row (`jobs[3].parent_id`)
+    // as SQLite does; a flow's only outside parent is its root's, named plainly.
+    let name_rows = rows.len() > 1 && rows.iter().all(|(_, children)| *children == 0);
 
-    let mut counts = Counts::default();
-    let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
+    let mut out = Vec::with_capacity(rows.len());
+    // Parents of this call, by index in `out`, to release if no child came.
+    let mut parents = Vec::new();
+    // Batches named by new jobs: (index of the first, how many).
+    let mut batch_rows: BTreeMap<String, (usize, i32)> = BTreeMap::new();
+    for (i, (spec, children)) in rows.into_iter().enumerate() {
         // Row by row, so a key repeated within one call finds the row
         // this call inserted moments before.
         if let Some(existing) = unique_match(conn, &spec, now).await? {
             out.push(Inserted { job: existing, duplicate: true });
             continue;
         }
-        let run_at = match (spec.run_at, spec.delay_ms) {
-            (Some(at), _) => at,
-            (None, Some(delay)) => now.plus_ms(i64::try_from(delay).unwrap_or(i64::MAX)),
-            (None, None) => now,
+        let run_at = spec.first_run_at(now);
+        let state = if children > 0 {
+            JobState::WaitingChildren
+        } else if run_at > now {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
         };
-        let state = if run_at > now { JobState::Delayed } else { JobState::Waiting };
         let id = spec.id.clone().unwrap_or_else(JobId::generate);
         let job = Job::from_spec(spec, id, state, now, run_at);
         let seq: Option<i64> = sqlx::query_scalar(
             "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, \
                  backoff, timeout_ms, max_stalls, unique_key, rate_limit_key, tags, created_at, run_at, expires_at, \
-                 on_failure) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 on_failure, parent_id, batch_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (id) DO NOTHING RETURNING seq",
         )
         .bind(job.id.as_str())
@@ -120,6 +178,8 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
         .bind(run_at.0)
         .bind(job.expires_at.map(|t| t.0))
         .bind((job.on_failure != ChildFailure::FailParent).then(|| job.on_failure.as_str()))
+        .bind(job.parent_id.as_ref().map(JobId::as_str))
+        .bind(&job.batch_id)
         .fetch_optional(&mut *conn)
         .await
         .db()?;
@@ -130,11 +190,83 @@ async fn insert_in(conn: &mut PgConnection, specs: Vec<JobSpec>, now: Timestamp)
             out.push(Inserted { job: existing, duplicate: true });
             continue;
         }
-        counts.add(&job.queue, state, 1);
+        // Flows and batches: the parent learns of its child, the batch of
+        // its job.
+        let name_row = |e: StoreError| match e {
+            StoreError::Invalid { field, message } if name_rows => {
+                StoreError::Invalid { field: format!("jobs[{i}].{field}"), message }
+            }
+            other => other,
+        };
+        if let Some(parent) = &job.parent_id {
+            crate::flow::attach_child(conn, fx, parent.as_str()).await.map_err(name_row)?;
+        }
+        if let Some(batch) = &job.batch_id {
+            // Counted in per batch after the loop: one update per batch, not
+            // per job (a batch insert brings up to 10,000 jobs).
+            batch_rows.entry(batch.clone()).or_insert((i, 0)).1 += 1;
+        }
+        // A job created `waiting-children` announces itself when released.
+        if state != JobState::WaitingChildren {
+            let kind = if state == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+            fx.event(PendingEvent::job(kind, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        } else {
+            parents.push(out.len());
+        }
+        fx.counts.add(&job.queue, state, 1);
+        // Delayed jobs count too: a fetcher sleeping until the next due time
+        // must learn of an earlier one.
+        fx.ready = true;
         out.push(Inserted { job, duplicate: false });
     }
-    counts.flush(conn).await?;
+    // The batch named first is checked first, as if counted row by row.
+    let mut batch_rows: Vec<(String, (usize, i32))> = batch_rows.into_iter().collect();
+    batch_rows.sort_by_key(|(_, (first, _))| *first);
+    for (batch, (first, n)) in batch_rows {
+        crate::flow::batch_add(conn, &batch, n).await.map_err(|e| match e {
+            StoreError::Invalid { field, message } if name_rows => {
+                StoreError::Invalid { field: format!("jobs[{first}].{field}"), message }
+            }
+            other => other,
+        })?;
+    }
+    release_childless(conn, fx, &mut out, &parents).await?;
     Ok(out)
+}
+
+/// A parent of a flow is inserted `waiting-children` and counted in by
+/// each child inserted after it; a child that is a duplicate stays where
+/// it was and is not counted. A new parent whose children were all
+/// duplicates would wait for nothing, forever: it starts `waiting` (or
+/// `delayed`) instead, as if it had none.
+async fn release_childless(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    out: &mut [Inserted],
+    parents: &[usize],
+) -> StoreResult<()> {
+    let now = fx.now;
+    for &i in parents {
+        let job = &mut out[i].job;
+        let released = if job.run_at > now { JobState::Delayed } else { JobState::Waiting };
+        let changed = sqlx::query(
+            "UPDATE jobs SET state = $1 WHERE id = $2 AND state = 'waiting-children' AND pending_children = 0",
+        )
+        .bind(released.as_str())
+        .bind(job.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .db()?
+        .rows_affected();
+        if changed == 0 {
+            continue;
+        }
+        job.state = released;
+        fx.counts.moved(&job.queue, JobState::WaitingChildren, released);
+        let kind = if released == JobState::Delayed { EventKind::Delayed } else { EventKind::Waiting };
+        fx.event(PendingEvent::job(kind, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+    }
+    Ok(())
 }
 
 /// The advisory lock scope of a unique key (ADR 0009: `u:queue:key`).
@@ -197,7 +329,7 @@ pub(crate) async fn get_in(conn: &mut PgConnection, id: &JobId) -> StoreResult<O
 /// attempt a completion by the first attempt leaves on the job row alone
 /// (as in SQLite: a `completed` job with no history row was completed by
 /// its first attempt, whose times and worker its row holds).
-async fn attempts_of(conn: &mut PgConnection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
+pub(crate) async fn attempts_of(conn: &mut PgConnection, seq: i64, job: &Job) -> StoreResult<Vec<Attempt>> {
     let found = sqlx::query(
         "SELECT attempt, started_at, finished_at, outcome, error, worker_id FROM job_attempts \
          WHERE job_seq = $1 ORDER BY attempt",

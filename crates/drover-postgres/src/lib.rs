@@ -1,18 +1,32 @@
 //! Drover's PostgreSQL store, for several servers and many workers on one
-//! database. This is its foundation: the connection pool, the schema
-//! (`migrations/*.sql`, run at connect) and the test harness. The
-//! [`drover_store::Store`] methods come next (issue 5); their design is in
-//! `docs/decisions/0009-postgres-store.md`. The first operations (insert,
-//! get, claim, finish) are inherent methods for now.
+//! database: [`PgStore`] implements the whole [`drover_store::Store`]
+//! contract (the conformance suite runs against it), with every rule that
+//! must hold across servers (claims, caps, rate limits, uniqueness,
+//! schedules, flows) enforced in the database. The design is
+//! `docs/decisions/0009-postgres-store.md`.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | `options` | [`PgOptions`]: pool sizes, timeouts, schema, application name |
 //! | `schema` | migrations: a dedicated connection, sqlx's advisory lock |
-//! | `error` | sqlx errors to [`StoreError`] |
-//! | `jobs` | `job_insert_many`, `job_get` (inherent methods until the `Store` trait) |
-//! | `claim` | `job_claim`: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
-//! | `finish` | `job_finish_many`: lease fencing, `decide_failure` |
+//! | `error` | sqlx errors to [`StoreError`] (lost connections: `Unavailable`) |
+//! | `store` | the `Store` impl: each method calls its module's function |
+//! | `fx` | a method's transaction and its effects (counts, events, wake-ups) |
+//! | `notify` | what a transaction announces over `NOTIFY`, per schema |
+//! | `listen` | the listener: other servers' wake-ups and events |
+//! | `jobs` | inserts (uniqueness under advisory locks) and `job_get` |
+//! | `enqueue_in` | [`PgStore::job_insert_many_in`]: enqueue in the caller's transaction |
+//! | `claim` | claims: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
+//! | `limits` | caps and rate windows under advisory locks; rate-limit rules |
+//! | `finish` | completions, failures, releases: lease fencing, `decide_failure` |
+//! | `flow` | flows and batches: the ending hook, parents, batch counters |
+//! | `lease` | heartbeats, progress, logs, custom events |
+//! | `admin` | cancel and manual retry |
+//! | `maintenance` | stall rescue, promotion, TTL expiry |
+//! | `retention` | removing finished jobs by their queue's rules |
+//! | `schedules` | cron and interval schedules, one job per tick |
+//! | `queues` | queue counts, settings, pause |
+//! | `list` | job lists with cursors |
 //! | `rows` | rows to [`drover_core::Job`] and attempts |
 //! | `counts` | `queue_counts` deltas, one sorted upsert per transaction |
 //! | `testing` | a fresh schema per test (feature `testing`) |
@@ -30,14 +44,28 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod claim;
 mod counts;
+mod enqueue_in;
 mod error;
 mod finish;
+mod flow;
+mod fx;
 mod jobs;
+mod lease;
+mod limits;
+mod list;
+mod listen;
+mod maintenance;
+mod notify;
 mod options;
+mod queues;
+mod retention;
 mod rows;
+mod schedules;
 mod schema;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -45,11 +73,12 @@ pub use options::PgOptions;
 pub use schema::{MIGRATIONS_TABLE, SCHEMA_VERSION};
 
 use drover_core::{Clock, SystemClock, Timestamp};
-use drover_store::{StoreError, StoreResult};
+use drover_store::{EventBus, ReadySignal, StoreError, StoreResult};
 use error::SqlResultExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The PostgreSQL store: a connection pool on a migrated schema.
 ///
@@ -62,6 +91,28 @@ pub struct PgStore {
     /// Where every instant the store writes or compares comes from; SQL
     /// never calls `now()` (ADR 0009).
     clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of one store share: this process's signals and event
+/// bus, fed by its own commits and by the listener (other servers').
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Numbers and broadcasts events to this process's subscribers.
+    pub bus: EventBus,
+    /// Wakes fetchers.
+    pub ready: ReadySignal,
+    /// Wakes schedulers.
+    pub schedules: ReadySignal,
+    /// Tells this store's notifications from other servers' (random, never
+    /// [`notify::FOREIGN`]).
+    pub origin: u64,
+    /// This schema's notification channels.
+    pub channels: notify::Channels,
+    /// The listener's own one-connection pool.
+    listen_pool: PgPool,
+    /// Dropped with the last clone: stops the listener.
+    _stop_listener: watch::Sender<()>,
 }
 
 impl PgStore {
@@ -84,6 +135,13 @@ impl PgStore {
         options.validate()?;
         let connect_options = connect_options(url, &options)?;
         schema::migrate(&connect_options, &options).await?;
+        // The listener's connection has a pool of its own, so it never
+        // takes one of the `max_connections` the store's work needs; its
+        // application name tells it apart in `pg_stat_activity`.
+        let listen_pool =
+            PgPoolOptions::new().max_connections(1).acquire_timeout(options.acquire_timeout).connect_lazy_with(
+                connect_options.clone().application_name(&format!("{}-listener", options.application_name)),
+            );
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
@@ -94,7 +152,18 @@ impl PgStore {
             .await
             .db()?;
         tracing::debug!(schema = ?options.schema, max_connections = options.max_connections, "postgres store connected");
-        Ok(PgStore { pool, options, clock: Arc::new(SystemClock) })
+        let (stop, stopped) = watch::channel(());
+        let shared = Arc::new(Shared {
+            bus: EventBus::default(),
+            ready: ReadySignal::default(),
+            schedules: ReadySignal::default(),
+            origin: fastrand::u64(1..),
+            channels: notify::Channels::of_schema(options.schema.as_deref()),
+            listen_pool: listen_pool.clone(),
+            _stop_listener: stop,
+        });
+        listen::spawn(listen_pool, &shared, stopped);
+        Ok(PgStore { pool, options, clock: Arc::new(SystemClock), shared })
     }
 
     /// This store reading the time from `clock` instead of the wall clock
@@ -105,13 +174,14 @@ impl PgStore {
         self
     }
 
-    /// The time as this store sees it (its clock); the `Store::now` to be.
+    /// The time as this store sees it (its clock), as `Store::now`.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
     /// The connection pool, for the store's own queries and for callers
-    /// that enqueue inside their own transaction (issue 5).
+    /// that enqueue inside their own transaction
+    /// ([`PgStore::job_insert_many_in`]).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -128,9 +198,26 @@ impl PgStore {
         sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&self.pool).await.db()
     }
 
+    /// Drops this store's schema (its `PgOptions::schema`) with every
+    /// table in it, then closes the pool: for scratch schemas such as
+    /// `drover bench`'s. Refuses (Invalid) when no schema was set, so the
+    /// server's default schema is never dropped by it.
+    pub async fn drop_schema_and_close(&self) -> StoreResult<()> {
+        let Some(schema) = &self.options.schema else {
+            return Err(StoreError::invalid("schema", "no schema of its own to drop"));
+        };
+        // `PgOptions::validate` allows plain lowercase identifiers only,
+        // so the name needs no quoting.
+        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await.db();
+        self.close().await;
+        dropped.map(|_| ())
+    }
+
     /// Closes the pool: waits for borrowed connections to come back, then
     /// closes every connection. Later calls fail with [`StoreError::Closed`].
     pub async fn close(&self) {
+        self.shared.listen_pool.close().await;
         self.pool.close().await;
     }
 }

@@ -49,6 +49,36 @@ pub struct TestDb {
     schema: String,
 }
 
+/// Whether the PostgreSQL tests can run here: true when [`URL_VAR`] is
+/// set; else false (after printing why, once), unless [`REQUIRE_VAR`] is
+/// `1`, which panics instead.
+pub async fn available() -> bool {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => true,
+        _ if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") => {
+            panic!("{REQUIRE_VAR}=1 but {URL_VAR} is not set: the PostgreSQL tests must run here")
+        }
+        _ => {
+            announce_skip();
+            false
+        }
+    }
+}
+
+/// A store on a fresh schema reading `clock`, with the schema's guard: the
+/// conformance suite's factory. Boxed here, where the future's types are
+/// concrete, since proving `Send` for it in the test crate trips over
+/// rustc's higher-ranked lifetime check.
+pub fn store_for_test(
+    clock: drover_core::ManualClock,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = (PgStore, TestDb)> + Send>> {
+    Box::pin(async move {
+        let db = TestDb::new().await.expect("checked by `available`");
+        let store = db.connect().await.with_clock(std::sync::Arc::new(clock));
+        (store, db)
+    })
+}
+
 impl TestDb {
     /// A fresh schema name on the test server, or `None` (after printing
     /// why) when no server is configured and none is required.

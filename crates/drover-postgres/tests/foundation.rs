@@ -10,19 +10,25 @@ use sqlx::postgres::PgConnection;
 use std::time::Duration;
 
 /// Every table of the schema, as the SQLite store has them after its
-/// migrations 0001-0009, plus the migrations table.
+/// migrations 0001-0009, plus the migrations table and the PostgreSQL-only
+/// [`PG_ONLY`] tables.
 const TABLES: &[&str] = &[
     "batches",
     "drover_migrations",
     "job_attempts",
     "job_logs",
     "jobs",
+    "queue_count_deltas",
     "queue_counts",
     "queues",
     "rate_limit_rules",
     "schedules",
     "throttles",
 ];
+
+/// Tables only the PostgreSQL store needs: count deltas of inserts made in
+/// an application's own transaction (migration 0002).
+const PG_ONLY: &[&str] = &["queue_count_deltas"];
 
 /// Every secondary index, with the predicate each partial one must keep.
 const INDEXES: &[(&str, &str)] = &[
@@ -289,8 +295,11 @@ async fn schema_mirrors_the_sqlite_schema() {
 
     let store = db.connect().await;
     let mut conn = db.raw_connection().await;
-    let pg_tables: Vec<String> =
-        tables(&mut conn, db.schema()).await.into_iter().filter(|t| t != MIGRATIONS_TABLE).collect();
+    let pg_tables: Vec<String> = tables(&mut conn, db.schema())
+        .await
+        .into_iter()
+        .filter(|t| t != MIGRATIONS_TABLE && !PG_ONLY.contains(&t.as_str()))
+        .collect();
     assert_eq!(pg_tables, sqlite_tables);
 
     for table in &sqlite_tables {
@@ -332,4 +341,26 @@ async fn test_schema_is_dropped_with_its_test_db() {
     drop(db);
     let n: i64 = sqlx::query_scalar(exists).bind(&schema).fetch_one(&mut conn).await.unwrap();
     assert_eq!(n, 0, "schema {schema} survived its TestDb");
+}
+
+/// `sslmode=require` in the URL gives TLS connections (rustls), for managed
+/// servers that refuse plain ones. Skips when the test server has TLS off.
+#[tokio::test]
+async fn sslmode_require_connects_over_tls() {
+    let Some(db) = TestDb::new().await else { return };
+    let mut raw = db.raw_connection().await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl").fetch_one(&mut raw).await.unwrap();
+    if ssl != "on" {
+        eprintln!("skipped: the test server has ssl = {ssl}");
+        return;
+    }
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}sslmode=require", db.url());
+    let store = PgStore::connect(&url, db.options()).await.unwrap();
+    let over_tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(over_tls, "the pool's connections use TLS");
+    store.close().await;
 }

@@ -9,6 +9,7 @@ use drover_core::{
 };
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
+use drover_store::Store;
 use drover_store::{ClaimedJob, FinishOutcome, Finished, JobClaimParams, JobFinish, StoreError};
 use serde_json::json;
 use sqlx::Connection;
@@ -192,26 +193,26 @@ async fn insert_is_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn insert_refuses_parents_and_batches_for_now() {
+async fn insert_refuses_unknown_parents_and_nul_characters() {
     let Some(db) = TestDb::new().await else { return };
     let (store, _clock) = store(&db).await;
-    let err = store.job_insert_many(vec![spec("q", "child").parent_id(jid("p"))]).await.unwrap_err();
+    let err = store.job_insert_many(vec![spec("q", "ok"), spec("q", "child").parent_id(jid("p"))]).await.unwrap_err();
     match err {
         StoreError::Invalid { field, message } => {
-            assert_eq!(field, "parent_id");
-            assert!(message.contains("not supported by the PostgreSQL store yet"), "{message}");
+            assert_eq!(field, "jobs[1].parent_id");
+            assert!(message.contains("no job with id"), "{message}");
         }
         other => panic!("{other:?}"),
     }
-    let err = store.job_insert_many(vec![spec("q", "ok"), spec("q", "member").batch_id("b1")]).await.unwrap_err();
-    match err {
-        StoreError::Invalid { field, message } => {
-            assert_eq!(field, "jobs[1].batch_id");
-            assert!(message.contains("not supported by the PostgreSQL store yet"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    // jsonb and text cannot hold U+0000: refused by field, before a write.
+    let err = store.job_insert_many(vec![spec("q", "nul").payload(json!({"a": "x\u{0}y"}))]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid { field, .. } if field == "payload"), "{err:?}");
+    let err = store.job_insert_many(vec![spec("q", "nul").unique_key("k\u{0}")]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid { field, .. } if field == "unique_key"), "{err:?}");
     assert_eq!(job_rows(&db).await, 0);
+    // A batch_id naming no batch is a plain label.
+    let labelled = store.job_insert_many(vec![spec("q", "member").batch_id("b1")]).await.unwrap();
+    assert_eq!(labelled[0].job.batch_id.as_deref(), Some("b1"));
 }
 
 #[tokio::test]
@@ -334,15 +335,14 @@ async fn claim_promotes_due_delayed_jobs_and_skips_paused_queues() {
     sqlx::query("UPDATE queues SET paused = false").execute(&mut conn).await.unwrap();
     assert_eq!(claim(&store, &["p"], 5).await.len(), 1);
 
-    // A capped queue is refused rather than over-started.
+    // A capped queue hands out no more than its cap (tests/limits.rs has more).
     sqlx::query("INSERT INTO queues (name, config) VALUES ('capped', '{\"concurrency\": 1}')")
         .execute(&mut conn)
         .await
         .unwrap();
-    let err = store.job_claim(claim_params(&["capped"], 1)).await.unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid { message, .. } if message.contains("not supported")), "{err:?}");
-    // The refused claim rolled back at once: its locks do not outlive it.
-    assert_eq!(claim(&store, &["q"], 5).await.len(), 0);
+    store.job_insert_many(vec![spec("capped", "a"), spec("capped", "b")]).await.unwrap();
+    assert_eq!(claim(&store, &["capped"], 5).await.len(), 1);
+    assert_eq!(claim(&store, &["capped"], 5).await.len(), 0);
     let _ = conn.close().await;
     store.close().await;
 }
@@ -421,6 +421,42 @@ async fn parallel_claimers_never_share_a_job() {
     assert_eq!(seen.len(), JOBS, "every job claimed exactly once");
     assert!(busy > 1, "the claimers ran in parallel");
     assert_eq!(counts(&db).await, expect(&[("even", "active", 1_000), ("odd", "active", 1_000)]));
+}
+
+/// `jsonb` cannot hold U+0000: a result holding it is refused for its item
+/// alone (the job stays active, the others apply), and a failure's error
+/// text has it replaced by U+FFFD, so the failure is never lost.
+#[tokio::test]
+async fn finish_refuses_nul_results_and_mends_nul_errors() {
+    let Some(db) = TestDb::new().await else { return };
+    let (store, _clock) = store(&db).await;
+    let ids = ["a", "b", "c"].map(jid);
+    store.job_insert_many(ids.iter().map(|id| spec("q", "n").id(id.clone()).attempts(1)).collect()).await.unwrap();
+    let got = claim(&store, &["q"], 3).await;
+    let item = |i: usize, outcome| JobFinish { id: got[i].job.id.clone(), lease_token: got[i].lease_token, outcome };
+    let mut error = JobError::new("bad\u{0}byte");
+    error.details = json!({ "k\u{0}": ["v\u{0}"] });
+    let out = store
+        .job_finish_many(vec![
+            item(0, FinishOutcome::Complete(json!({ "text": "a\u{0}b" }))),
+            item(1, FinishOutcome::Fail(FailureReport::fatal(error))),
+            item(2, FinishOutcome::Complete(json!("fine"))),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], Err(StoreError::Invalid { field, .. }) if field == "result"), "{:?}", out[0]);
+    assert_eq!(out[1], Ok(Finished { state: JobState::Failed, run_at: None }));
+    assert_eq!(out[2], Ok(Finished { state: JobState::Completed, run_at: None }));
+    let by_id = |i: usize| store.job_get(&got[i].job.id);
+    assert_eq!(by_id(0).await.unwrap().unwrap().state, JobState::Active);
+    let failed = by_id(1).await.unwrap().unwrap();
+    let stored = failed.error.unwrap();
+    assert_eq!(stored.message, "bad\u{FFFD}byte");
+    assert_eq!(stored.details, json!({ "k\u{FFFD}": ["v\u{FFFD}"] }));
+    assert_eq!(failed.attempts[0].error.as_ref().unwrap().message, "bad\u{FFFD}byte");
+    // The refused item's lease still holds: a storable result ends it.
+    let retried = store.job_finish_many(vec![item(0, FinishOutcome::Complete(json!("ok")))]).await.unwrap();
+    assert_eq!(retried[0], Ok(Finished { state: JobState::Completed, run_at: None }));
 }
 
 #[tokio::test]

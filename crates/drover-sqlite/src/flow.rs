@@ -12,13 +12,13 @@ use crate::error::SqlResultExt;
 use crate::job_sql;
 use crate::rows::{self, job_cols, to_json};
 use crate::writer::Ctx;
-use drover_core::{EventKind, Job, JobError, JobId, JobSpec, JobState, Timestamp};
+use drover_core::{EventKind, Job, JobId, JobSpec, JobState, Timestamp};
+use drover_store::flow::{ParentFound, parent_gains_child};
 use drover_store::{BatchInfo, BatchState, PendingEvent, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
-/// The error code of a parent failed by a child (`details.child_id`).
-pub(crate) const CHILD_FAILED: &str = "child_failed";
+pub(crate) use drover_core::flow::child_failed_error;
 
 /// A job that just reached a final state, as [`ended`] needs it.
 pub(crate) struct EndedJob<'a> {
@@ -185,46 +185,17 @@ fn fail_parent(ctx: &mut Ctx<'_>, parent: Parent, child: &EndedJob<'_>, now: Tim
     }
 }
 
-/// The error a parent fails with because of `child_id`.
-/// `child_state` is `None` when it is no longer known (the parent was
-/// running and learns of it when its handler returns).
-pub(crate) fn child_failed_error(child_id: &str, child_state: Option<JobState>) -> JobError {
-    let how = child_state.map_or_else(|| "failed or was cancelled".to_owned(), |s| format!("ended {s}"));
-    JobError {
-        message: format!("child job {child_id} {how}"),
-        code: Some(CHILD_FAILED.to_owned()),
-        details: json!({ "child_id": child_id }),
-    }
-}
-
 /// An insert with `parent_id`: checks the parent and counts the child in
 /// ([`count_child_in`]).
 pub(crate) fn attach_child(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<()> {
-    match count_child_in(ctx, parent_id)? {
-        Attach::Counted => Ok(()),
-        Attach::Missing => Err(StoreError::invalid("parent_id", format!("no job with id `{parent_id}`"))),
-        Attach::Finished(state) => Err(StoreError::InvalidState {
-            state,
-            message: format!("parent job {parent_id} has finished and cannot take children"),
-        }),
-    }
-}
-
-/// What [`count_child_in`] found.
-enum Attach {
-    /// The parent counts one unfinished child more.
-    Counted,
-    /// No job with that id (never stored, or removed by retention).
-    Missing,
-    /// The parent has finished: nothing changed.
-    Finished(JobState),
+    count_child_in(ctx, parent_id)?.into_result(parent_id)
 }
 
 /// One unfinished child more for an unfinished parent, whether the child is
 /// new (an insert) or back (a manual retry). A `waiting` or `delayed`
 /// parent waits for it (`waiting-children`); a running one runs again
 /// after it (`fanned_out`).
-fn count_child_in(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<Attach> {
+fn count_child_in(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<ParentFound> {
     let found: Option<(i64, JobState, String)> = ctx
         .conn
         .prepare_cached("SELECT seq, state, queue FROM jobs WHERE id = ?1")
@@ -232,15 +203,11 @@ fn count_child_in(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<Attach> {
         .query_row([parent_id], |r| Ok((r.get(0)?, rows::state(r, 1)?, r.get(2)?)))
         .optional()
         .db()?;
-    let Some((seq, state, queue)) = found else { return Ok(Attach::Missing) };
+    let Some((seq, state, queue)) = found else { return Ok(ParentFound::Missing) };
     if state.is_finished() {
-        return Ok(Attach::Finished(state));
+        return Ok(ParentFound::Finished(state));
     }
-    let moves = matches!(state, JobState::Waiting | JobState::Delayed);
-    let new_state = if moves { JobState::WaitingChildren } else { state };
-    // A running parent fanned out: it runs again after its children, even
-    // if they all finish before its handler returns.
-    let fanned_out = state == JobState::Active;
+    let (new_state, fanned_out) = parent_gains_child(state);
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET pending_children = pending_children + 1, state = ?1, \
@@ -249,10 +216,10 @@ fn count_child_in(ctx: &mut Ctx<'_>, parent_id: &str) -> StoreResult<Attach> {
         .db()?
         .execute(params![new_state.as_str(), seq, fanned_out])
         .db()?;
-    if moves {
-        ctx.counts.moved(&queue, state, JobState::WaitingChildren);
+    if new_state != state {
+        ctx.counts.moved(&queue, state, new_state);
     }
-    Ok(Attach::Counted)
+    Ok(ParentFound::Counted)
 }
 
 /// An insert with a `batch_id` naming a batch: one job more in it. A

@@ -548,36 +548,8 @@ impl Store for SqliteStore {
     }
 
     async fn batch_insert(&self, batch: drover_core::BatchSpec) -> StoreResult<BatchInserted> {
-        let drover_core::BatchSpec { mut jobs, on_complete } = batch;
-        if jobs.len() > drover_core::flow::MAX_FLOW_JOBS {
-            return Err(StoreError::invalid(
-                "jobs",
-                format!("a batch holds at most {} jobs", drover_core::flow::MAX_FLOW_JOBS),
-            ));
-        }
-        let id = JobId::generate().to_string();
-        for (i, job) in jobs.iter_mut().enumerate() {
-            if job.batch_id.is_some() {
-                return Err(StoreError::invalid(format!("jobs[{i}].batch_id"), "is set by the batch"));
-            }
-            job.batch_id = Some(id.clone());
-        }
-        let on_complete = match on_complete {
-            None => None,
-            Some(spec) => {
-                spec.validate().map_err(|e| StoreError::invalid(format!("on_complete.{}", e.field), e.message))?;
-                // Inserted when the batch completes, maybe long after: a
-                // parent or batch named now may have finished by then, and
-                // nobody would be there to hear the refusal.
-                if spec.parent_id.is_some() {
-                    return Err(StoreError::invalid("on_complete.parent_id", "a completion job cannot have a parent"));
-                }
-                if spec.batch_id.is_some() {
-                    return Err(StoreError::invalid("on_complete.batch_id", "a completion job cannot join a batch"));
-                }
-                Some(rows::to_json(&spec))
-            }
-        };
+        let drover_store::flow::PreparedBatch { id, jobs, on_complete } = drover_store::flow::prepare_batch(batch)?;
+        let on_complete = on_complete.map(|spec| rows::to_json(&spec));
         let (specs, rows) = job_sql::prepare_insert(jobs)?;
         let batch_id = id.clone();
         let outcomes =

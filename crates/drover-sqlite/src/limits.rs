@@ -12,10 +12,9 @@ use crate::error::SqlResultExt;
 use crate::rows;
 use crate::writer::Ctx;
 use drover_core::limit::rule_for;
-use drover_core::{EventKind, KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
+use drover_core::{KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
 use drover_store::{PendingEvent, RateLimitRule, RateLimitState, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 use std::collections::HashMap;
 
 /// The `throttles` row of a queue.
@@ -58,13 +57,7 @@ impl Throttle {
     /// Until when the scope starts nothing: its hold, or its rate limit used
     /// up. `None` when a job could start now.
     fn throttled_until(&self, rate: Option<&RateLimit>, now: Timestamp) -> Option<Timestamp> {
-        let hold = self.held_until.filter(|&until| until > now.0).map(Timestamp);
-        let window = rate.and_then(|limit| {
-            let mut starts = self.starts.clone();
-            starts.prune(limit, now);
-            starts.frees_at(limit)
-        });
-        hold.max(window)
+        drover_core::limit::throttled_until(self.held_until, &self.starts, rate, now)
     }
 
     /// Writes the row back (the window's next change recomputed when the
@@ -281,7 +274,7 @@ impl Gate {
                 throttle.starts.record(now, allowance.taken);
                 throttle.write(ctx.conn, &queue_scope(&queue), Some(&limit), now)?;
                 if had_room && let Some(until) = throttle.starts.frees_at(&limit) {
-                    ctx.event(|| throttled_event(&queue, until, None, now));
+                    ctx.event(|| PendingEvent::throttled(&queue, until, None, now));
                 }
             }
         }
@@ -298,12 +291,6 @@ impl Gate {
     }
 }
 
-fn throttled_event(queue: &str, until: Timestamp, key: Option<&str>, now: Timestamp) -> PendingEvent {
-    let mut event = PendingEvent::queue(EventKind::QueueThrottled, queue, now);
-    event.data = json!({ "throttled_until": until, "rate_limit_key": key });
-    event
-}
-
 /// A handler's "rate limited, retry after T": holds `key` (or, without
 /// one, `queue`) back until `until`, and announces it.
 pub(crate) fn hold(ctx: &mut Ctx<'_>, queue: &str, key: Option<&str>, until: Timestamp) -> StoreResult<()> {
@@ -313,7 +300,7 @@ pub(crate) fn hold(ctx: &mut Ctx<'_>, queue: &str, key: Option<&str>, until: Tim
     let held_until = throttle.held_until.map_or(until.0, |held| held.max(until.0));
     throttle.held_until = Some(held_until);
     throttle.write(ctx.conn, &scope, None, now)?;
-    ctx.event(|| throttled_event(queue, Timestamp(held_until), key, now));
+    ctx.event(|| PendingEvent::throttled(queue, Timestamp(held_until), key, now));
     Ok(())
 }
 

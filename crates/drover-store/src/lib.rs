@@ -22,6 +22,7 @@
 //! | `testsuite` | the conformance suite (feature `testsuite`) |
 
 pub mod error;
+pub mod flow;
 pub mod params;
 pub mod signal;
 #[cfg(feature = "testsuite")]

@@ -90,6 +90,14 @@ impl PendingEvent {
     pub fn queue(kind: EventKind, queue: &str, at: Timestamp) -> Self {
         Self { kind, job_id: None, queue: Some(queue.to_owned()), batch_id: None, at, data: Value::Null }
     }
+
+    /// `queue:throttled`: `queue` (or its jobs of `rate_limit_key`, when
+    /// set) starts nothing until `until` (ADR 0008).
+    pub fn throttled(queue: &str, until: Timestamp, rate_limit_key: Option<&str>, at: Timestamp) -> Self {
+        let mut event = Self::queue(EventKind::QueueThrottled, queue, at);
+        event.data = serde_json::json!({ "throttled_until": until, "rate_limit_key": rate_limit_key });
+        event
+    }
 }
 
 impl EventBus {

@@ -27,9 +27,16 @@ impl Server {
 
     /// Like [`Server::start`], with more `serve` arguments (e.g. `--demo`).
     pub async fn start_with(db: &Path, extra_args: &[&str]) -> Server {
+        let mut server = Self::start_url(&format!("sqlite://{}", db.display()), extra_args).await;
+        server.db = db.to_owned();
+        server
+    }
+
+    /// Starts `drover serve --database URL` (any store URL) with more
+    /// arguments; `db` is left empty.
+    pub async fn start_url(url: &str, extra_args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-            .arg(format!("sqlite://{}", db.display()))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", url])
             .args(extra_args)
             .env("DROVER_LOG", "warn")
             .stdout(Stdio::piped())
@@ -50,7 +57,7 @@ impl Server {
             .to_owned();
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { base, child, db: db.to_owned() }
+        Server { base, child, db: PathBuf::new() }
     }
 
     /// The URL of `path`.
