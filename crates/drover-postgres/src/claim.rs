@@ -65,10 +65,25 @@ pub(crate) async fn job_claim(store: &PgStore, p: JobClaimParams) -> StoreResult
 
 /// The claim's transaction body.
 async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+    // Usually neither is due: one round trip says so, instead of the two
+    // statements that would find nothing (their index heads, as literals).
+    let (delayed_due, expiring_due): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at <= $1), \
+         EXISTS (SELECT 1 FROM jobs WHERE expires_at IS NOT NULL AND started_at IS NULL \
+                 AND state IN ('waiting', 'delayed') AND expires_at <= $1)",
+    )
+    .bind(fx.now.0)
+    .fetch_one(&mut *conn)
+    .await
+    .db()?;
     // SQLite's order (so are the events'): promote, then expire.
-    promote_due(conn, fx).await?;
+    if delayed_due {
+        promote_due(conn, fx).await?;
+    }
     // Before picking: a job past its TTL must never be handed out.
-    maintenance::expire_due(conn, fx).await?;
+    if expiring_due {
+        maintenance::expire_due(conn, fx).await?;
+    }
     if p.max == 0 || p.queues.is_empty() {
         return Ok(Vec::new());
     }

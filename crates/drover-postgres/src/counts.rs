@@ -1,5 +1,15 @@
-//! Per-queue counts by state (`queue_counts`), kept in the transaction of
-//! every state change.
+//! Per-queue counts by state, kept in the transaction of every state
+//! change (ADR 0009).
+//!
+//! A transaction never updates `queue_counts` itself: every claim and
+//! finish of a queue would update the same few rows, and each would wait
+//! for the one before it to commit (measured: 4 ms a transaction, most of
+//! the bench's time). Instead it appends its changes to
+//! `queue_count_deltas` (with its notifications, in one statement: see
+//! [`crate::notify::send`]), which takes no lock others need; reads add the
+//! deltas to `queue_counts` ([`COUNTS_OF_QUEUE`], [`COUNTS_OF_ALL`]), and
+//! every maintenance tick folds them in ([`fold_deltas`]), so the deltas
+//! stay few.
 
 use crate::error::SqlResultExt;
 use drover_core::JobState;
@@ -26,28 +36,12 @@ impl Counts {
         }
     }
 
-    /// Appends the deltas to `queue_count_deltas` instead, locking no
-    /// shared row: for inserts inside an application's own transaction,
-    /// which may stay open long (migration 0002).
-    pub(crate) async fn append_deltas(self, conn: &mut PgConnection) -> StoreResult<()> {
-        let Some((queues, states, deltas)) = self.columns() else { return Ok(()) };
-        sqlx::query("INSERT INTO queue_count_deltas (queue, state, n) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])")
-            .bind(queues)
-            .bind(states)
-            .bind(deltas)
-            .execute(conn)
-            .await
-            .db()?;
-        Ok(())
-    }
-
-    /// The non-zero deltas as three columns, sorted by `(queue, state)`.
+    /// The non-zero changes as the three columns of `queue_count_deltas`
+    /// rows (`queue`, `state`, `n`), sorted by `(queue, state)`; appended
+    /// by [`crate::notify::send`] in the statement that also notifies.
     #[allow(clippy::type_complexity)]
-    fn columns(self) -> Option<(Vec<String>, Vec<&'static str>, Vec<i64>)> {
+    pub(crate) fn into_columns(self) -> (Vec<String>, Vec<&'static str>, Vec<i64>) {
         let rows: Vec<_> = self.0.into_iter().filter(|(_, n)| *n != 0).collect();
-        if rows.is_empty() {
-            return None;
-        }
         let mut columns =
             (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
         for ((queue, state), n) in rows {
@@ -55,33 +49,14 @@ impl Counts {
             columns.1.push(state);
             columns.2.push(n);
         }
-        Some(columns)
-    }
-
-    /// Adds the deltas to their rows in one upsert, rows in `(queue,
-    /// state)` order (the fixed order every transaction locks them in, so
-    /// two cannot deadlock on them; ADR 0009). Rows of no change are left
-    /// alone.
-    pub(crate) async fn flush(self, conn: &mut PgConnection) -> StoreResult<()> {
-        // The map keeps them sorted by the text the rows hold.
-        let Some((queues, states, deltas)) = self.columns() else { return Ok(()) };
-        sqlx::query(
-            "INSERT INTO queue_counts (queue, state, n) \
-             SELECT q, s, n FROM unnest($1::text[], $2::text[], $3::bigint[]) AS d(q, s, n) ORDER BY q, s \
-             ON CONFLICT (queue, state) DO UPDATE SET n = queue_counts.n + excluded.n",
-        )
-        .bind(queues)
-        .bind(states)
-        .bind(deltas)
-        .execute(conn)
-        .await
-        .db()?;
-        Ok(())
+        columns
     }
 }
 
 /// Folds `queue_count_deltas` into `queue_counts` (maintenance): the rows
-/// committed so far are deleted and their sums added, in one statement.
+/// committed so far are deleted and their sums added, in one statement, the
+/// count rows upserted in `(queue, state)` order (two servers folding at
+/// once cannot deadlock; the second skips the rows the first deleted).
 /// Returns how many delta rows were folded.
 pub(crate) async fn fold_deltas(conn: &mut PgConnection) -> StoreResult<u64> {
     let folded: Option<i64> = sqlx::query_scalar(

@@ -54,11 +54,10 @@ impl PgStore {
         let mut fx = Effects::new(self.now());
         let result = async {
             let inserted = crate::jobs::insert_in(&mut savepoint, &mut fx, specs).await?;
-            std::mem::take(&mut fx.counts).append_deltas(&mut savepoint).await?;
             // Origin "foreign": no store publishes these events at once,
             // so every listener (this store's too) publishes them when the
             // notification arrives, that is after the caller's commit.
-            notify::send(&mut savepoint, &self.shared.channels, notify::FOREIGN, &fx).await?;
+            notify::send(&mut savepoint, &self.shared.channels, notify::FOREIGN, &mut fx).await?;
             Ok(inserted)
         }
         .await;

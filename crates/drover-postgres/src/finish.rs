@@ -66,8 +66,9 @@ async fn finish_in(
 ) -> StoreResult<Vec<StoreResult<Finished>>> {
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     let sql = format!(
-        "SELECT {ACTIVE_COLS} FROM jobs WHERE id = ANY($1) \
-         OR id IN (SELECT parent_id FROM jobs WHERE id = ANY($1) AND parent_id IS NOT NULL) \
+        "SELECT {ACTIVE_COLS} FROM jobs WHERE seq = ANY(ARRAY( \
+             SELECT seq FROM jobs WHERE id = ANY($1) \
+             UNION ALL SELECT p.seq FROM jobs c JOIN jobs p ON p.id = c.parent_id WHERE c.id = ANY($1))) \
          ORDER BY seq DESC FOR UPDATE"
     );
     let locked = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut *conn).await.db()?;

@@ -9,9 +9,9 @@
 //! self.commit(w, result).await
 //! ```
 //!
-//! `commit` writes the `queue_counts` deltas, queues the cross-server
+//! `commit` appends the count deltas and queues the cross-server
 //! notifications (`pg_notify`, which PostgreSQL delivers at commit and
-//! drops on rollback), commits, and only then publishes the events on this
+//! drops on rollback) in one statement, commits, and only then publishes the events on this
 //! process's bus and bumps its signals. A failed body rolls back at once
 //! and publishes nothing.
 
@@ -28,7 +28,8 @@ use sqlx::{Postgres, Transaction};
 pub(crate) struct Effects {
     /// The instant the method runs at (the store's clock, read once).
     pub now: Timestamp,
-    /// State changes per queue, flushed to `queue_counts` before commit.
+    /// State changes per queue, appended to `queue_count_deltas` before
+    /// commit.
     pub counts: Counts,
     /// Events, published in order after commit, here and on every server.
     pub events: Vec<PendingEvent>,
@@ -115,8 +116,8 @@ impl PgStore {
         Ok(Write { tx, fx: Effects::new(self.now()) })
     }
 
-    /// Ends a method's transaction: on success flushes the counts, sends
-    /// the notifications, commits, then publishes events and bumps the
+    /// Ends a method's transaction: on success appends the count deltas and
+    /// queues the notifications (one statement), commits, then publishes events and bumps the
     /// local signals; on error rolls back at once (a dropped transaction
     /// would only queue its rollback until the connection's next use,
     /// holding its locks meanwhile) and returns the error.
@@ -130,9 +131,8 @@ impl PgStore {
             }
         };
         let before_commit = async {
-            std::mem::take(&mut fx.counts).flush(&mut tx).await?;
             crate::limits::wake_if_capped(&mut tx, &mut fx).await?;
-            notify::send(&mut tx, &self.shared.channels, self.shared.origin, &fx).await
+            notify::send(&mut tx, &self.shared.channels, self.shared.origin, &mut fx).await
         };
         if let Err(e) = before_commit.await {
             let _ = tx.rollback().await;

@@ -241,7 +241,15 @@ async fn rescue_batch(
 }
 
 /// `Store::job_promote_due`.
+///
+/// Every maintenance tick calls it, so it also folds `queue_count_deltas`
+/// into `queue_counts` first (in a statement of its own, holding the count
+/// rows only for that statement): the deltas table stays a few hundred
+/// rows long, so reading counts stays cheap.
 pub(crate) async fn job_promote_due(store: &PgStore) -> StoreResult<u64> {
+    let mut conn = store.pool().acquire().await.db()?;
+    crate::counts::fold_deltas(&mut conn).await?;
+    drop(conn);
     let mut w = store.begin().await?;
     let result = crate::claim::promote_due(&mut w.tx, &mut w.fx).await;
     store.commit(w, result).await

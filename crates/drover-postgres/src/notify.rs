@@ -141,21 +141,37 @@ pub(crate) fn messages<'c>(channels: &'c Channels, origin: u64, fx: &Effects) ->
     out
 }
 
-/// Queues the notifications of `fx` in the transaction on `conn`, in one
-/// statement (nothing is sent when there is nothing to say).
-pub(crate) async fn send(conn: &mut PgConnection, channels: &Channels, origin: u64, fx: &Effects) -> StoreResult<()> {
+/// The last statement of a transaction before COMMIT: appends its count
+/// changes (`fx.counts`, taken) to `queue_count_deltas` and queues its
+/// notifications, in one round trip (nothing is sent when there is nothing
+/// to say).
+pub(crate) async fn send(
+    conn: &mut PgConnection,
+    channels: &Channels,
+    origin: u64,
+    fx: &mut Effects,
+) -> StoreResult<()> {
+    let (queues, states, deltas) = std::mem::take(&mut fx.counts).into_columns();
     let messages = messages(channels, origin, fx);
-    if messages.is_empty() {
+    if messages.is_empty() && queues.is_empty() {
         return Ok(());
     }
     let (channels, payloads): (Vec<&str>, Vec<String>) = messages.into_iter().unzip();
+    // A data-modifying `WITH` runs once whether or not it is referenced;
     // `WITH ORDINALITY ... ORDER BY` keeps the events in order.
-    sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS m(c, p, i) ORDER BY i")
-        .bind(channels)
-        .bind(payloads)
-        .execute(conn)
-        .await
-        .db()?;
+    sqlx::query(
+        "WITH deltas AS (INSERT INTO queue_count_deltas (queue, state, n) \
+             SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[])) \
+         SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS m(c, p, i) ORDER BY i",
+    )
+    .bind(channels)
+    .bind(payloads)
+    .bind(queues)
+    .bind(states)
+    .bind(deltas)
+    .execute(conn)
+    .await
+    .db()?;
     Ok(())
 }
 

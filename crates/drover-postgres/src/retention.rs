@@ -12,6 +12,7 @@
 //! `jobs_finished` serves it.
 
 use crate::PgStore;
+use crate::counts::COUNTS_OF_ALL;
 use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows;
@@ -22,9 +23,8 @@ use sqlx::{PgConnection, Row};
 /// `Store::job_retention_sweep`: removes at most `limit` finished jobs and
 /// returns how many it removed.
 ///
-/// It also folds the count deltas of transactional enqueues into
-/// `queue_counts` first (maintenance, like the sweep), in a statement of
-/// its own so the count rows stay locked only for that statement.
+/// It folds the count deltas into `queue_counts` first (as every
+/// maintenance tick does), so the count rule starts from fresh counts.
 pub(crate) async fn job_retention_sweep(store: &PgStore, limit: u32) -> StoreResult<u64> {
     let mut conn = store.pool().acquire().await.db()?;
     crate::counts::fold_deltas(&mut conn).await?;
@@ -75,10 +75,11 @@ async fn sweep_in(conn: &mut PgConnection, fx: &mut Effects, limit: u32) -> Stor
 /// Every `(queue, state)` holding finished jobs, with its rule, in `(queue,
 /// state)` order. The counts table knows them without touching the jobs.
 async fn held(conn: &mut PgConnection) -> StoreResult<Vec<Held>> {
-    let found = sqlx::query(
-        "SELECT c.queue, c.state, c.n, q.config FROM queue_counts c LEFT JOIN queues q ON q.name = c.queue \
-         WHERE c.state IN ('completed', 'failed', 'cancelled') AND c.n > 0 ORDER BY c.queue, c.state",
-    )
+    let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT c.queue, c.state, c.n, q.config FROM ({COUNTS_OF_ALL}) AS c(queue, state, n) \
+             LEFT JOIN queues q ON q.name = c.queue \
+             WHERE c.state IN ('completed', 'failed', 'cancelled') AND c.n > 0 ORDER BY c.queue, c.state"
+    )))
     .fetch_all(&mut *conn)
     .await
     .db()?;

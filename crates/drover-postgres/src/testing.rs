@@ -22,6 +22,7 @@ use crate::{PgOptions, PgStore};
 use drover_store::StoreResult;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,6 +140,21 @@ impl TestDb {
         let mut conn = PgConnection::connect(&self.url).await.unwrap_or_else(|e| panic!("connect: {e}"));
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
         conn
+    }
+
+    /// The per-queue counts as stored (`queue_counts` plus the deltas not
+    /// folded in yet), by `(queue, state)`, zero counts left out: what a
+    /// test compares with a `GROUP BY` of the jobs.
+    pub async fn stored_counts(&self) -> BTreeMap<(String, String), i64> {
+        let mut conn = self.raw_connection().await;
+        let sql = format!(
+            "SELECT queue, state, n FROM ({}) AS c(queue, state, n) WHERE n <> 0",
+            crate::counts::COUNTS_OF_ALL
+        );
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.unwrap();
+        let _ = conn.close().await;
+        rows.into_iter().map(|(q, s, n)| ((q, s), n)).collect()
     }
 }
 

@@ -86,7 +86,7 @@ async fn a_refused_insert_leaves_the_application_transaction_usable() {
 }
 
 #[tokio::test]
-async fn retention_folds_the_count_deltas_and_counts_stay_right() {
+async fn maintenance_folds_the_count_deltas_and_counts_stay_right() {
     let Some(db) = TestDb::new().await else { return };
     let store = db.connect().await;
     let mut app = signups_table(&db).await;
@@ -97,13 +97,17 @@ async fn retention_folds_the_count_deltas_and_counts_stay_right() {
     }
     store.job_insert_many(vec![welcome("fold-plain")]).await.unwrap();
     let mut raw = db.raw_connection().await;
-    assert_eq!(delta_rows(&mut raw).await, 3, "one delta row per transactional enqueue");
+    assert_eq!(delta_rows(&mut raw).await, 4, "one delta row per transaction, the store's own too");
     assert_eq!(store.queue_get("mail").await.unwrap().counts.waiting, 4, "reads add the deltas");
     assert_eq!(store.queue_list().await.unwrap()[0].counts.waiting, 4);
 
-    store.job_retention_sweep(100).await.unwrap();
-    assert_eq!(delta_rows(&mut raw).await, 0, "the sweep folded them");
+    store.job_promote_due().await.unwrap();
+    assert_eq!(delta_rows(&mut raw).await, 0, "the maintenance tick folded them");
     assert_eq!(store.queue_get("mail").await.unwrap().counts.waiting, 4, "and the counts did not change");
+    store.job_insert_many(vec![welcome("fold-after")]).await.unwrap();
+    store.job_retention_sweep(100).await.unwrap();
+    assert_eq!(delta_rows(&mut raw).await, 0, "so did the retention sweep");
+    assert_eq!(store.queue_get("mail").await.unwrap().counts.waiting, 5);
 }
 
 /// Rows waiting in `queue_count_deltas`.

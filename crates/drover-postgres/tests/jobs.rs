@@ -51,15 +51,6 @@ async fn finish(store: &PgStore, claimed: &ClaimedJob, outcome: FinishOutcome) -
     store.job_finish_many(vec![item]).await.unwrap().pop().unwrap()
 }
 
-/// `queue_counts` as stored, zero rows left out.
-async fn counts(db: &TestDb) -> BTreeMap<(String, String), i64> {
-    let mut conn = db.raw_connection().await;
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT queue, state, n FROM queue_counts WHERE n <> 0").fetch_all(&mut conn).await.unwrap();
-    let _ = conn.close().await;
-    rows.into_iter().map(|(q, s, n)| ((q, s), n)).collect()
-}
-
 fn expect(pairs: &[(&str, &str, i64)]) -> BTreeMap<(String, String), i64> {
     pairs.iter().map(|(q, s, n)| ((q.to_string(), s.to_string()), *n)).collect()
 }
@@ -116,7 +107,7 @@ async fn insert_then_get_round_trips_every_field() {
     assert!(!bare.id.as_str().is_empty(), "an id is generated");
     assert_eq!(store.job_get(&bare.id).await.unwrap().as_ref(), Some(bare));
     assert_eq!(store.job_get(&jid("nope")).await.unwrap(), None);
-    assert_eq!(counts(&db).await, expect(&[("mail", "waiting", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("mail", "waiting", 2)]));
 }
 
 #[tokio::test]
@@ -145,7 +136,7 @@ async fn insert_delays_by_first_run_at() {
     for i in &inserted {
         assert_eq!(store.job_get(&i.job.id).await.unwrap().unwrap(), i.job);
     }
-    assert_eq!(counts(&db).await, expect(&[("q", "delayed", 2), ("q", "waiting", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "delayed", 2), ("q", "waiting", 2)]));
 }
 
 #[tokio::test]
@@ -170,7 +161,7 @@ async fn insert_is_idempotent_by_id() {
     assert_eq!(again[2].job, again[1].job);
     assert_eq!(store.job_get(&jid("k1")).await.unwrap().unwrap().payload, json!(1));
     assert_eq!(job_rows(&db).await, 2);
-    assert_eq!(counts(&db).await, expect(&[("q", "waiting", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "waiting", 2)]));
 }
 
 #[tokio::test]
@@ -188,7 +179,7 @@ async fn insert_is_all_or_nothing() {
         .unwrap_err();
     assert!(matches!(refused, StoreError::Backend(_)), "{refused:?}");
     assert_eq!(job_rows(&db).await, 0);
-    assert_eq!(counts(&db).await, expect(&[]));
+    assert_eq!(db.stored_counts().await, expect(&[]));
     assert!(store.job_insert_many(Vec::new()).await.unwrap().is_empty());
 }
 
@@ -278,7 +269,7 @@ async fn unique_keys_hold_across_parallel_inserts() {
     }
     assert_eq!(new, 2, "one job per key");
     assert_eq!(job_rows(&db).await, 2);
-    assert_eq!(counts(&db).await, expect(&[("q", "waiting", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "waiting", 2)]));
 }
 
 #[tokio::test]
@@ -306,7 +297,7 @@ async fn claim_takes_jobs_in_claim_order_across_queues() {
     let tokens: HashSet<_> = got.iter().map(|c| c.lease_token).collect();
     assert_eq!(tokens.len(), 3, "fresh tokens");
     assert_eq!(
-        counts(&db).await,
+        db.stored_counts().await,
         expect(&[("a", "active", 2), ("b", "active", 1), ("b", "waiting", 1), ("c", "waiting", 1)])
     );
     assert!(claim(&store, &["a"], 5).await.is_empty());
@@ -331,7 +322,7 @@ async fn claim_promotes_due_delayed_jobs_and_skips_paused_queues() {
     clock.advance(Duration::from_millis(1_000));
     let got = claim(&store, &["q", "p"], 5).await;
     assert_eq!(got.iter().map(|c| c.job.id.as_str()).collect::<Vec<_>>(), ["later"]);
-    assert_eq!(counts(&db).await, expect(&[("p", "waiting", 1), ("q", "active", 1)]));
+    assert_eq!(db.stored_counts().await, expect(&[("p", "waiting", 1), ("q", "active", 1)]));
     sqlx::query("UPDATE queues SET paused = false").execute(&mut conn).await.unwrap();
     assert_eq!(claim(&store, &["p"], 5).await.len(), 1);
 
@@ -369,7 +360,7 @@ async fn claim_expires_jobs_past_their_ttl() {
         assert_eq!(job.finished_at, Some(store.now()));
         assert!(job.attempts.is_empty());
     }
-    assert_eq!(counts(&db).await, expect(&[("q", "active", 1), ("q", "failed", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "active", 1), ("q", "failed", 2)]));
 }
 
 #[tokio::test]
@@ -420,7 +411,7 @@ async fn parallel_claimers_never_share_a_job() {
     }
     assert_eq!(seen.len(), JOBS, "every job claimed exactly once");
     assert!(busy > 1, "the claimers ran in parallel");
-    assert_eq!(counts(&db).await, expect(&[("even", "active", 1_000), ("odd", "active", 1_000)]));
+    assert_eq!(db.stored_counts().await, expect(&[("even", "active", 1_000), ("odd", "active", 1_000)]));
 }
 
 /// `jsonb` cannot hold U+0000: a result holding it is refused for its item
@@ -500,7 +491,7 @@ async fn finish_completes_and_fences_leases() {
     assert_eq!(a.attempts[0].worker_id.as_deref(), Some("w1"));
     let b = store.job_get(&jid("b")).await.unwrap().unwrap();
     assert_eq!(b.state, JobState::Active, "a lost lease changes nothing");
-    assert_eq!(counts(&db).await, expect(&[("q", "active", 1), ("q", "completed", 1)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "active", 1), ("q", "completed", 1)]));
 }
 
 #[tokio::test]
@@ -529,7 +520,7 @@ async fn finish_fails_by_the_core_decision() {
     assert_eq!((job.state, job.attempts_made, job.finished_at), (JobState::Failed, 2, Some(store.now())));
     let outcomes: Vec<_> = job.attempts.iter().map(|a| (a.attempt, a.outcome)).collect();
     assert_eq!(outcomes, [(1, AttemptOutcome::Failed), (2, AttemptOutcome::Failed)]);
-    assert_eq!(counts(&db).await, expect(&[("q", "failed", 1)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "failed", 1)]));
 
     // A fatal error fails at once; a requested cancel wins over a retry.
     store
@@ -546,7 +537,7 @@ async fn finish_fails_by_the_core_decision() {
     assert_eq!(cancelled, Finished { state: JobState::Cancelled, run_at: None });
     let c = store.job_get(&jid("c")).await.unwrap().unwrap();
     assert_eq!(c.attempts.last().map(|a| a.outcome), Some(AttemptOutcome::Cancelled));
-    assert_eq!(counts(&db).await, expect(&[("q", "cancelled", 1), ("q", "failed", 2)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "cancelled", 1), ("q", "failed", 2)]));
 }
 
 #[tokio::test]
@@ -609,5 +600,5 @@ async fn finish_release_hands_the_attempt_back() {
     let job = store.job_get(&jid("r")).await.unwrap().unwrap();
     let outcomes: Vec<_> = job.attempts.iter().map(|a| (a.attempt, a.outcome)).collect();
     assert_eq!(outcomes, [(1, AttemptOutcome::Released), (2, AttemptOutcome::Completed)], "numbered by attempt_seq");
-    assert_eq!(counts(&db).await, expect(&[("q", "completed", 1)]));
+    assert_eq!(db.stored_counts().await, expect(&[("q", "completed", 1)]));
 }

@@ -42,15 +42,6 @@ async fn scalar(db: &TestDb, sql: &str) -> i64 {
     n
 }
 
-/// `queue_counts` as stored, zero rows left out.
-async fn counts(db: &TestDb) -> BTreeMap<(String, String), i64> {
-    let mut conn = db.raw_connection().await;
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT queue, state, n FROM queue_counts WHERE n <> 0").fetch_all(&mut conn).await.unwrap();
-    let _ = conn.close().await;
-    rows.into_iter().map(|(q, s, n)| ((q, s), n)).collect()
-}
-
 /// Three servers, each firing twice at once, tick after tick: every tick of
 /// every schedule inserts exactly one job, and none fails.
 #[tokio::test]
@@ -80,7 +71,10 @@ async fn servers_firing_at_once_insert_each_tick_once() {
         assert_eq!(inserted, schedules, "tick {tick}: one job per schedule");
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM jobs").await, (schedules as i64) * ticks);
-    assert_eq!(counts(&db).await, BTreeMap::from([(("q".into(), "waiting".into()), (schedules as i64) * ticks)]));
+    assert_eq!(
+        db.stored_counts().await,
+        BTreeMap::from([(("q".into(), "waiting".into()), (schedules as i64) * ticks)])
+    );
     let next = scalar(&db, "SELECT count(*) FROM schedules WHERE next_run_at = 1700000005000").await;
     assert_eq!(next, schedules as i64, "every schedule moved past the last tick");
 }
@@ -102,7 +96,7 @@ async fn refused_job_rolls_back_alone() {
     let fired = store.schedule_fire_due().await.unwrap();
     let ids: Vec<&str> = fired.iter().map(|f| f.schedule_id.as_str()).collect();
     assert_eq!(ids, ["a-good", "c-good"]);
-    assert_eq!(counts(&db).await, BTreeMap::from([(("q".into(), "waiting".into()), 2)]));
+    assert_eq!(db.stored_counts().await, BTreeMap::from([(("q".into(), "waiting".into()), 2)]));
     let bad = store.schedule_get("b-bad").await.unwrap().unwrap();
     assert_eq!(bad.next_run_at, START.plus_ms(1_000 + 3_600_000), "pushed back an hour");
     assert_eq!((bad.last_run_at, bad.last_job_id), (None, None));
@@ -163,7 +157,7 @@ async fn servers_sweeping_at_once_remove_each_job_once() {
     }
     assert_eq!(removed, jobs);
     assert_eq!(scalar(&db, "SELECT count(*) FROM jobs").await, 0);
-    assert_eq!(counts(&db).await, BTreeMap::new());
+    assert_eq!(db.stored_counts().await, BTreeMap::new());
 }
 
 /// `job_list` filters by batch and parent (set here by SQL, since inserting
