@@ -10,7 +10,7 @@ use drover_store::{Inserted, PendingEvent, StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// `Store::job_insert_many`: inserts jobs in one transaction, all or
 /// nothing. Validation by [`JobSpec::validate`] and [`check_storable`]
@@ -137,11 +137,15 @@ pub(crate) async fn insert_rows(
     let mut parents = Vec::new();
     // Batches named by new jobs: (index of the first, how many).
     let mut batch_rows: BTreeMap<String, (usize, i32)> = BTreeMap::new();
-    for (i, (spec, children)) in rows.into_iter().enumerate() {
+    // Plain jobs (no key to look up, no parent to count in, no children)
+    // go in with one statement for the whole call.
+    let plain = rows.iter().all(|(s, children)| *children == 0 && s.unique_key.is_none() && s.parent_id.is_none());
+    let mut jobs = Vec::with_capacity(rows.len());
+    for (spec, children) in rows {
         // Row by row, so a key repeated within one call finds the row
         // this call inserted moments before.
         if let Some(existing) = unique_match(conn, &spec, now).await? {
-            out.push(Inserted { job: existing, duplicate: true });
+            jobs.push(Err(existing));
             continue;
         }
         let run_at = spec.first_run_at(now);
@@ -154,42 +158,34 @@ pub(crate) async fn insert_rows(
         };
         let id = spec.id.clone().unwrap_or_else(JobId::generate);
         let job = Job::from_spec(spec, id, state, now, run_at);
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO jobs (id, queue, name, payload, state, priority, max_attempts, attempts_budget, \
-                 backoff, timeout_ms, max_stalls, unique_key, rate_limit_key, tags, created_at, run_at, expires_at, \
-                 on_failure, parent_id, batch_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                 ON CONFLICT (id) DO NOTHING RETURNING seq",
-        )
-        .bind(job.id.as_str())
-        .bind(&job.queue)
-        .bind(&job.name)
-        .bind(Json(&job.payload))
-        .bind(state.as_str())
-        .bind(job.priority)
-        .bind(int("max_attempts", job.max_attempts)?)
-        .bind(Json(&job.backoff))
-        .bind(job.timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
-        .bind(int("max_stalls", job.max_stalls)?)
-        .bind(&job.unique_key)
-        .bind(&job.rate_limit_key)
-        .bind((!job.tags.is_empty()).then_some(Json(&job.tags)))
-        .bind(now.0)
-        .bind(run_at.0)
-        .bind(job.expires_at.map(|t| t.0))
-        .bind((job.on_failure != ChildFailure::FailParent).then(|| job.on_failure.as_str()))
-        .bind(job.parent_id.as_ref().map(JobId::as_str))
-        .bind(&job.batch_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .db()?;
-        if seq.is_none() {
-            let existing = get_in(conn, &job.id)
-                .await?
-                .ok_or_else(|| StoreError::Backend(format!("job {} conflicted but cannot be read", job.id)))?;
-            out.push(Inserted { job: existing, duplicate: true });
+        if !plain {
+            let inserted = insert_one(conn, &job).await?;
+            jobs.push(if inserted { Ok(job) } else { Err(existing_job(conn, &job.id).await?) });
             continue;
         }
+        jobs.push(Ok(job));
+    }
+    if plain {
+        let new = insert_plain(conn, &jobs).await?;
+        let mut seen = HashSet::with_capacity(jobs.len());
+        for slot in &mut jobs {
+            if let Ok(job) = slot
+                && (!new.contains(job.id.as_str()) || !seen.insert(job.id.clone()))
+            {
+                // Stored before, or earlier in this very call.
+                *slot = Err(existing_job(conn, &job.id).await?);
+            }
+        }
+    }
+    for (i, slot) in jobs.into_iter().enumerate() {
+        let job = match slot {
+            Ok(job) => job,
+            Err(existing) => {
+                out.push(Inserted { job: existing, duplicate: true });
+                continue;
+            }
+        };
+        let state = job.state;
         // Flows and batches: the parent learns of its child, the batch of
         // its job.
         let name_row = |e: StoreError| match e {
@@ -232,6 +228,109 @@ pub(crate) async fn insert_rows(
     }
     release_childless(conn, fx, &mut out, &parents).await?;
     Ok(out)
+}
+
+/// The columns every insert writes, in the order of [`insert_one`]'s
+/// placeholders and [`insert_plain`]'s arrays (`attempts_budget` starts
+/// as `max_attempts`).
+const INSERT_COLS: &str = "id, queue, name, payload, state, priority, max_attempts, attempts_budget, backoff, \
+     timeout_ms, max_stalls, unique_key, rate_limit_key, tags, created_at, run_at, expires_at, on_failure, \
+     parent_id, batch_id";
+
+/// Inserts one job; false when its id exists (nothing written).
+async fn insert_one(conn: &mut PgConnection, job: &Job) -> StoreResult<bool> {
+    let sql = format!(
+        "INSERT INTO jobs ({INSERT_COLS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (id) DO NOTHING RETURNING seq"
+    );
+    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(job.id.as_str())
+        .bind(&job.queue)
+        .bind(&job.name)
+        .bind(Json(&job.payload))
+        .bind(job.state.as_str())
+        .bind(job.priority)
+        .bind(int("max_attempts", job.max_attempts)?)
+        .bind(Json(&job.backoff))
+        .bind(job.timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+        .bind(int("max_stalls", job.max_stalls)?)
+        .bind(&job.unique_key)
+        .bind(&job.rate_limit_key)
+        .bind((!job.tags.is_empty()).then_some(Json(&job.tags)))
+        .bind(job.created_at.0)
+        .bind(job.run_at.0)
+        .bind(job.expires_at.map(|t| t.0))
+        .bind(on_failure_column(job))
+        .bind(job.parent_id.as_ref().map(JobId::as_str))
+        .bind(&job.batch_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .db()?;
+    Ok(seq.is_some())
+}
+
+/// Inserts the new jobs among `jobs` (the `Ok`s; none with a unique key
+/// or a parent) in one statement, in order; returns the ids it stored (an
+/// id that exists already is skipped).
+async fn insert_plain(conn: &mut PgConnection, jobs: &[Result<Job, Job>]) -> StoreResult<HashSet<String>> {
+    let new: Vec<&Job> = jobs.iter().filter_map(|slot| slot.as_ref().ok()).collect();
+    if new.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut max_attempts = Vec::with_capacity(new.len());
+    let mut max_stalls = Vec::with_capacity(new.len());
+    for job in &new {
+        max_attempts.push(int("max_attempts", job.max_attempts)?);
+        max_stalls.push(int("max_stalls", job.max_stalls)?);
+    }
+    let text = |f: &dyn Fn(&Job) -> String| new.iter().map(|job| f(job)).collect::<Vec<String>>();
+    let json =
+        |value: &dyn Fn(&Job) -> Option<String>| new.iter().map(|job| value(job)).collect::<Vec<Option<String>>>();
+    let sql = format!(
+        "INSERT INTO jobs ({INSERT_COLS}) \
+         SELECT id, queue, name, payload::jsonb, state, priority, max_attempts, max_attempts, backoff::jsonb, \
+                timeout_ms, max_stalls, NULL, rate_limit_key, tags::jsonb, $14, run_at, expires_at, on_failure, \
+                NULL, batch_id \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], \
+                     $8::text[], $9::bigint[], $10::int[], $11::text[], $12::text[], $13::bigint[], \
+                     $15::bigint[], $16::text[], $17::text[]) WITH ORDINALITY \
+              AS r(id, queue, name, payload, state, priority, max_attempts, backoff, timeout_ms, max_stalls, \
+                   rate_limit_key, tags, run_at, expires_at, on_failure, batch_id, ord) \
+         ORDER BY ord ON CONFLICT (id) DO NOTHING RETURNING id"
+    );
+    let stored: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(text(&|j| j.id.to_string()))
+        .bind(text(&|j| j.queue.clone()))
+        .bind(text(&|j| j.name.clone()))
+        .bind(text(&|j| j.payload.to_string()))
+        .bind(text(&|j| j.state.as_str().to_owned()))
+        .bind(new.iter().map(|j| j.priority).collect::<Vec<i32>>())
+        .bind(max_attempts)
+        .bind(text(&|j| serde_json::to_string(&j.backoff).unwrap_or_default()))
+        .bind(new.iter().map(|j| j.timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))).collect::<Vec<_>>())
+        .bind(max_stalls)
+        .bind(new.iter().map(|j| j.rate_limit_key.clone()).collect::<Vec<Option<String>>>())
+        .bind(json(&|j| (!j.tags.is_empty()).then(|| serde_json::to_string(&j.tags).unwrap_or_default())))
+        .bind(new.iter().map(|j| j.run_at.0).collect::<Vec<i64>>())
+        .bind(new[0].created_at.0)
+        .bind(new.iter().map(|j| j.expires_at.map(|t| t.0)).collect::<Vec<Option<i64>>>())
+        .bind(new.iter().map(|j| on_failure_column(j)).collect::<Vec<Option<&str>>>())
+        .bind(new.iter().map(|j| j.batch_id.clone()).collect::<Vec<Option<String>>>())
+        .fetch_all(&mut *conn)
+        .await
+        .db()?;
+    Ok(stored.into_iter().collect())
+}
+
+/// The `on_failure` column: NULL for the default policy.
+fn on_failure_column(job: &Job) -> Option<&'static str> {
+    (job.on_failure != ChildFailure::FailParent).then(|| job.on_failure.as_str())
+}
+
+/// The stored job with `id`, for an insert that found it there.
+async fn existing_job(conn: &mut PgConnection, id: &JobId) -> StoreResult<Job> {
+    get_in(conn, id).await?.ok_or_else(|| StoreError::Backend(format!("job {id} conflicted but cannot be read")))
 }
 
 /// A parent of a flow is inserted `waiting-children` and counted in by

@@ -75,7 +75,7 @@ pub use schema::{MIGRATIONS_TABLE, SCHEMA_VERSION};
 use drover_core::{Clock, SystemClock, Timestamp};
 use drover_store::{EventBus, ReadySignal, StoreError, StoreResult};
 use error::SqlResultExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -234,8 +234,45 @@ fn connect_options(url: &str, options: &PgOptions) -> StoreResult<PgConnectOptio
     let mut connect = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::invalid("database", format!("not a PostgreSQL URL: {e}")))?
         .application_name(&options.application_name);
+    if loopback_without_sslmode(url, connect.get_host()) {
+        // libpq's default, `prefer`, would encrypt a connection that never
+        // leaves the machine; with rustls that halves throughput (measured
+        // with `drover bench`, docs/benchmarks.md). An explicit `sslmode`
+        // in the URL still decides.
+        connect = connect.ssl_mode(PgSslMode::Disable);
+    }
     if let Some(schema) = &options.schema {
         connect = connect.options([("search_path", schema.as_str())]);
     }
     Ok(connect)
+}
+
+/// True for a URL without `sslmode` whose host is this machine (a loopback
+/// address, `localhost`, or a Unix socket directory).
+fn loopback_without_sslmode(url: &str, host: &str) -> bool {
+    let has_sslmode = url.split_once('?').is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("sslmode=")));
+    let local = host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !has_sslmode && local
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_connections_skip_tls_unless_asked() {
+        let mode = |url: &str| connect_options(url, &PgOptions::default()).unwrap().get_ssl_mode();
+        assert!(matches!(mode("postgres://u@127.0.0.1:5432/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@localhost/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@[::1]:5432/db"), PgSslMode::Disable));
+        assert!(matches!(mode("postgres://u@127.0.0.1/db?sslmode=require"), PgSslMode::Require));
+        assert!(matches!(mode("postgres://u@db.internal/db"), PgSslMode::Prefer));
+        assert!(matches!(mode("postgres://u@10.0.0.5/db?application_name=x"), PgSslMode::Prefer));
+    }
 }
