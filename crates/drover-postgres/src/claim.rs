@@ -15,6 +15,7 @@ use crate::rows::{self, JOB_COLS};
 use drover_core::{EventKind, Job, JobId, JobState, KeyLimit, LeaseToken, QueueConfig, Timestamp};
 use drover_store::{ClaimedJob, JobClaimParams, PendingEvent, StoreError, StoreResult};
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -65,17 +66,26 @@ pub(crate) async fn job_claim(store: &PgStore, p: JobClaimParams) -> StoreResult
 
 /// The claim's transaction body.
 async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
-    // Usually neither is due: one round trip says so, instead of the two
-    // statements that would find nothing (their index heads, as literals).
-    let (delayed_due, expiring_due): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at <= $1), \
-         EXISTS (SELECT 1 FROM jobs WHERE expires_at IS NOT NULL AND started_at IS NULL \
-                 AND state IN ('waiting', 'delayed') AND expires_at <= $1)",
-    )
-    .bind(fx.now.0)
-    .fetch_one(&mut *conn)
-    .await
-    .db()?;
+    let mut queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let claims = p.max > 0 && !queues.is_empty();
+    // Usually nothing is due: the settings query (or, with nothing to
+    // claim, one of its own) says so, instead of the two statements that
+    // would find nothing (their index heads, as literals).
+    let (settings, delayed_due, expiring_due) = if claims {
+        let settings = read_settings(conn, &queues, fx.now).await?;
+        let first = settings.first().ok_or_else(|| crate::fx::vanished("the settings row of a claimed queue"))?;
+        let due: (bool, bool) = (first.try_get(7).db()?, first.try_get(8).db()?);
+        (settings, due.0, due.1)
+    } else {
+        let due: (bool, bool) = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {DUE}")))
+            .bind(fx.now.0)
+            .fetch_one(&mut *conn)
+            .await
+            .db()?;
+        (Vec::new(), due.0, due.1)
+    };
     // SQLite's order (so are the events'): promote, then expire.
     if delayed_due {
         promote_due(conn, fx).await?;
@@ -84,10 +94,36 @@ async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams)
     if expiring_due {
         maintenance::expire_due(conn, fx).await?;
     }
-    if p.max == 0 || p.queues.is_empty() {
+    if !claims {
         return Ok(Vec::new());
     }
-    pick_and_activate(conn, fx, p).await
+    pick_and_activate(conn, fx, p, settings).await
+}
+
+/// Whether delayed jobs are due and unstarted jobs have expired at `$1`
+/// (now): two columns, reading the heads of `jobs_delayed` and
+/// `jobs_expiring`.
+const DUE: &str = "EXISTS (SELECT 1 FROM jobs WHERE state = 'delayed' AND run_at <= $1), \
+     EXISTS (SELECT 1 FROM jobs WHERE expires_at IS NOT NULL AND started_at IS NULL \
+             AND state IN ('waiting', 'delayed') AND expires_at <= $1)";
+
+/// One round trip for the common case, no flow control in use: one row per
+/// queue in `queues` (`$2`) with its pause flag, config and throttle row
+/// (columns 0-4), the key rules and whether keys must be looked at (a rule
+/// exists, or else a key is held; 5-6), and [`DUE`] (7-8). The
+/// uncorrelated subqueries run once, the scan of `throttles` only when no
+/// rule exists.
+async fn read_settings(conn: &mut PgConnection, queues: &[&str], now: Timestamp) -> StoreResult<Vec<PgRow>> {
+    let sql = format!(
+        "SELECT q.name, coalesce(s.paused, false), s.config, t.starts, t.held_until, \
+         (SELECT jsonb_agg(jsonb_build_array(r.key, r.config)) FROM rate_limit_rules r), \
+         EXISTS (SELECT 1 FROM rate_limit_rules) \
+         OR EXISTS (SELECT 1 FROM throttles h WHERE starts_with(h.scope, 'k:') AND h.held_until > $1), {DUE} \
+         FROM unnest($2::text[]) AS q(name) \
+         LEFT JOIN queues s ON s.name = q.name \
+         LEFT JOIN throttles t ON t.scope = 'q:' || q.name"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.0).bind(queues).fetch_all(&mut *conn).await.db()
 }
 
 /// `delayed` jobs whose `run_at` has passed become `waiting` (the delayed
@@ -130,38 +166,16 @@ struct OpenQueue {
     throttle: Throttle,
 }
 
-/// Reads the queues' settings, opens the gate, picks per queue, merges,
+/// From the queues' settings ([`read_settings`]): opens the gate, picks per queue, merges,
 /// writes the windows back, activates.
 async fn pick_and_activate(
     conn: &mut PgConnection,
     fx: &mut Effects,
     p: &JobClaimParams,
+    settings: Vec<PgRow>,
 ) -> StoreResult<Vec<ClaimedJob>> {
     let now = fx.now;
     let max = p.max as usize;
-    let mut queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
-    queues.sort_unstable();
-    queues.dedup();
-
-    // One round trip for the common case, no flow control in use: each
-    // queue's pause flag, config and throttle row, the key rules, and
-    // whether keys must be looked at: a rule exists, or else a key is held
-    // (the uncorrelated subqueries run once, the scan of `throttles` only
-    // when no rule exists).
-    let settings = sqlx::query(
-        "SELECT q.name, coalesce(s.paused, false), s.config, t.starts, t.held_until, \
-         (SELECT jsonb_agg(jsonb_build_array(r.key, r.config)) FROM rate_limit_rules r), \
-         EXISTS (SELECT 1 FROM rate_limit_rules) \
-         OR EXISTS (SELECT 1 FROM throttles h WHERE starts_with(h.scope, 'k:') AND h.held_until > $2) \
-         FROM unnest($1::text[]) AS q(name) \
-         LEFT JOIN queues s ON s.name = q.name \
-         LEFT JOIN throttles t ON t.scope = 'q:' || q.name",
-    )
-    .bind(&queues)
-    .bind(now.0)
-    .fetch_all(&mut *conn)
-    .await
-    .db()?;
     let mut open: Vec<OpenQueue> = Vec::with_capacity(settings.len());
     let mut rules: Vec<(String, KeyLimit)> = Vec::new();
     let mut keyed = false;

@@ -131,7 +131,7 @@ impl PgStore {
             }
         };
         let before_commit = async {
-            crate::limits::wake_if_capped(&mut tx, &mut fx).await?;
+            crate::limits::wake_if_capped(&mut tx, &mut fx, &self.shared.caps).await?;
             notify::send(&mut tx, &self.shared.channels, self.shared.origin, &mut fx).await
         };
         if let Err(e) = before_commit.await {

@@ -107,6 +107,9 @@ pub(crate) struct Shared {
     /// Tells this store's notifications from other servers' (random, never
     /// [`notify::FOREIGN`]).
     pub origin: u64,
+    /// Whether caps existed when this store last looked (saves finishes a
+    /// query while none exists).
+    pub caps: limits::CapsSeen,
     /// This schema's notification channels.
     pub channels: notify::Channels,
     /// The listener's own one-connection pool.
@@ -159,6 +162,7 @@ impl PgStore {
             schedules: ReadySignal::default(),
             origin: fastrand::u64(1..),
             channels: notify::Channels::of_schema(options.schema.as_deref()),
+            caps: limits::CapsSeen::default(),
             listen_pool: listen_pool.clone(),
             _stop_listener: stop,
         });

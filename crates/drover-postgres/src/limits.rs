@@ -404,15 +404,46 @@ async fn write_windows(
     Ok(())
 }
 
+/// Whether any queue or key rule had a concurrency cap when this store
+/// last looked, so finishes need not ask while none exists (the common
+/// case: one query per finish saved). A cap set through this store is seen
+/// at once ([`CapsSeen::forget`]); one set through another server within
+/// [`CapsSeen::FRESH`] may miss a wake-up, which is only a hint: fetchers
+/// still look again at their fallback poll, and claims always enforce it.
+#[derive(Debug, Default)]
+pub(crate) struct CapsSeen(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl CapsSeen {
+    /// How long "no cap anywhere" is trusted.
+    pub(crate) const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// True when no cap existed at a look less than [`Self::FRESH`] ago.
+    fn none_lately(&self) -> bool {
+        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.is_some_and(|at| at.elapsed() < Self::FRESH)
+    }
+
+    /// Records a look: `any` cap existed or not.
+    fn saw(&self, any: bool) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (!any).then(std::time::Instant::now);
+    }
+
+    /// Forgets the last look: this store just changed a cap or rule.
+    pub(crate) fn forget(&self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
 /// Before commit: when a job left `active` on a scope with a concurrency
 /// cap (its queue's, or its key's rule), sets `fx.ready` so fetchers on
 /// every server held back by it look again (SQLite wakes only when a claim
 /// was held back; across servers there is no such flag, so every slot
-/// freed under a cap wakes). No query when no job left `active` or the
-/// transaction wakes fetchers anyway; else one, on the small `queues` and
-/// `rate_limit_rules` tables.
-pub(crate) async fn wake_if_capped(conn: &mut PgConnection, fx: &mut Effects) -> StoreResult<()> {
-    if fx.ready || fx.left_active.is_empty() {
+/// freed under a cap wakes). No query when no job left `active`, the
+/// transaction wakes fetchers anyway, or no cap existed anywhere when this
+/// store last looked, less than [`CapsSeen::FRESH`] ago; else one, on the
+/// small `queues` and `rate_limit_rules` tables.
+pub(crate) async fn wake_if_capped(conn: &mut PgConnection, fx: &mut Effects, caps: &CapsSeen) -> StoreResult<()> {
+    if fx.ready || fx.left_active.is_empty() || caps.none_lately() {
         return Ok(());
     }
     let mut queues: Vec<&str> = fx.left_active.iter().map(|(queue, _)| queue.as_str()).collect();
@@ -426,13 +457,16 @@ pub(crate) async fn wake_if_capped(conn: &mut PgConnection, fx: &mut Effects) ->
     let row = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ANY($1) AND config->>'concurrency' IS NOT NULL), \
          (SELECT jsonb_agg(jsonb_build_array(r.key, r.config)) FROM rate_limit_rules r \
-          WHERE cardinality($2::text[]) > 0 AND (r.key = ANY($2) OR right(r.key, 1) = '*'))",
+          WHERE cardinality($2::text[]) > 0 AND (r.key = ANY($2) OR right(r.key, 1) = '*')), \
+         EXISTS (SELECT 1 FROM queues WHERE config->>'concurrency' IS NOT NULL) \
+         OR EXISTS (SELECT 1 FROM rate_limit_rules WHERE config->>'concurrency' IS NOT NULL)",
     )
     .bind(&queues)
     .bind(&keys)
     .fetch_one(&mut *conn)
     .await
     .db()?;
+    caps.saw(row.try_get(2).db()?);
     let queue_capped: bool = row.try_get(0).db()?;
     let rules: Vec<(String, KeyLimit)> = rows::opt_json(&row, 1)?.unwrap_or_default();
     let key_capped = keys.iter().any(|key| rule_for(&rules, key).is_some_and(|(_, limit)| limit.concurrency.is_some()));
@@ -464,7 +498,9 @@ pub(crate) async fn rate_limit_set(store: &PgStore, key: &str, limit: KeyLimit) 
     .db()
     .map(|_| RateLimitRule { key: key.to_owned(), limit });
     w.fx.ready = true;
-    store.commit(w, result).await
+    let rule = store.commit(w, result).await?;
+    store.shared.caps.forget();
+    Ok(rule)
 }
 
 /// `Store::rate_limit_delete`: true when a rule was deleted (which wakes

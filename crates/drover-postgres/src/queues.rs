@@ -77,7 +77,9 @@ pub(crate) async fn queue_config_set(store: &PgStore, name: &str, config: QueueC
     }
     let mut w = store.begin().await?;
     let result = config_set_in(&mut w.tx, &mut w.fx, name, &config).await;
-    store.commit(w, result).await
+    let info = store.commit(w, result).await?;
+    store.shared.caps.forget();
+    Ok(info)
 }
 
 /// The config's transaction body.
