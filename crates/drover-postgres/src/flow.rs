@@ -13,7 +13,7 @@ use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows::{self, JOB_COLS};
 use drover_core::{EventKind, Job, JobId, JobSpec, JobState, Timestamp};
-use drover_store::flow::{ParentFound, parent_gains_child};
+use drover_store::flow::{ParentFound, batch_closed, parent_gains_child, tally};
 use drover_store::{BatchInfo, BatchInserted, BatchState, Inserted, PendingEvent, StoreError, StoreResult};
 use serde_json::{Value, json};
 use sqlx::types::Json;
@@ -267,22 +267,9 @@ pub(crate) async fn batch_add(conn: &mut PgConnection, batch_id: &str, n: i32) -
             .await
             .db()?;
     if done == Some(true) {
-        return Err(StoreError::invalid(
-            "batch_id",
-            format!("batch `{batch_id}` has completed; it takes no more jobs"),
-        ));
+        return Err(batch_closed(batch_id));
     }
     Ok(())
-}
-
-/// The batch counters a job in final `state` adds to: (completed, failed,
-/// cancelled).
-fn tally(state: JobState) -> (i32, i32, i32) {
-    match state {
-        JobState::Completed => (1, 0, 0),
-        JobState::Failed => (0, 1, 0),
-        _ => (0, 0, 1),
-    }
 }
 
 /// Counts a finished job of batch `batch_id`; completes the batch when it

@@ -13,7 +13,7 @@ use crate::job_sql;
 use crate::rows::{self, job_cols, to_json};
 use crate::writer::Ctx;
 use drover_core::{EventKind, Job, JobId, JobSpec, JobState, Timestamp};
-use drover_store::flow::{ParentFound, parent_gains_child};
+use drover_store::flow::{ParentFound, batch_closed, parent_gains_child, tally};
 use drover_store::{BatchInfo, BatchState, PendingEvent, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
@@ -233,22 +233,9 @@ pub(crate) fn batch_add(ctx: &mut Ctx<'_>, batch_id: &str) -> StoreResult<()> {
         .optional()
         .db()?;
     if done == Some(true) {
-        return Err(StoreError::invalid(
-            "batch_id",
-            format!("batch `{batch_id}` has completed; it takes no more jobs"),
-        ));
+        return Err(batch_closed(batch_id));
     }
     Ok(())
-}
-
-/// The batch counters a job in final `state` adds to: (completed, failed,
-/// cancelled).
-fn tally(state: JobState) -> (i64, i64, i64) {
-    match state {
-        JobState::Completed => (1, 0, 0),
-        JobState::Failed => (0, 1, 0),
-        _ => (0, 0, 1),
-    }
 }
 
 fn batch_job_ended(ctx: &mut Ctx<'_>, batch_id: &str, state: JobState) -> StoreResult<()> {

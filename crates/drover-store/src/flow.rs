@@ -41,6 +41,21 @@ pub fn parent_gains_child(state: JobState) -> (JobState, bool) {
     (if waits { JobState::WaitingChildren } else { state }, state == JobState::Active)
 }
 
+/// The refusal of a job naming batch `batch_id` after it completed.
+pub fn batch_closed(batch_id: &str) -> StoreError {
+    StoreError::invalid("batch_id", format!("batch `{batch_id}` has completed; it takes no more jobs"))
+}
+
+/// The batch counters a job in final `state` adds to: (completed, failed,
+/// cancelled).
+pub fn tally(state: JobState) -> (i32, i32, i32) {
+    match state {
+        JobState::Completed => (1, 0, 0),
+        JobState::Failed => (0, 1, 0),
+        _ => (0, 0, 1),
+    }
+}
+
 /// A batch checked and given its id, ready for a store to insert.
 #[derive(Debug)]
 pub struct PreparedBatch {
