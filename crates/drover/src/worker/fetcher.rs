@@ -51,6 +51,13 @@ pub(super) async fn run(shared: Arc<Shared>, queue: String, slots: Arc<Semaphore
             shared.tracker.spawn(executor::run(shared.clone(), job, permit));
         }
         drop(permits);
+        if !drained {
+            // Let the jobs just spawned (and others finishing) run before
+            // counting free slots again: quick jobs hand theirs back at once,
+            // so the next claim takes a full batch instead of the few slots
+            // free this very instant (one claim round trip per batch).
+            tokio::task::yield_now().await;
+        }
         if drained
             && !wait_for_work(
                 &*shared.store,
