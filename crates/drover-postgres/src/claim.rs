@@ -203,6 +203,20 @@ async fn pick_and_activate(
         .collect();
     gate.lock_queues(conn, &limited).await?;
 
+    // The common case, one queue and no flow control to apply: pick and
+    // activate in one statement.
+    if let [queue] = open.as_slice()
+        && limited.is_empty()
+        && !gate.keyed()
+    {
+        let want = max.min(gate.queue_room(&queue.name, &queue.throttle) as usize);
+        let claimed =
+            if want == 0 { Vec::new() } else { pick_and_activate_in_order(conn, fx, p, &queue.name, want).await? };
+        let taken = HashMap::from([(queue.name.as_str(), claimed.len() as u32)]);
+        gate.close(conn, fx, &taken).await?;
+        return Ok(claimed);
+    }
+
     let mut picked: Vec<(i64, Job)> = Vec::new();
     for queue in &open {
         let room = gate.queue_room(&queue.name, &queue.throttle);
@@ -256,6 +270,56 @@ async fn pick_in_order(
         picked.push(rows::job(row)?);
     }
     Ok(())
+}
+
+/// [`pick_in_order`] and [`activate`] in one statement: the first `want`
+/// ready jobs of `queue`, locked `SKIP LOCKED`, become active, each with
+/// one of the fresh lease tokens (handed out by pick order). Returned in
+/// claim order, with `job:active` per job.
+async fn pick_and_activate_in_order(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    p: &JobClaimParams,
+    queue: &str,
+    want: usize,
+) -> StoreResult<Vec<ClaimedJob>> {
+    let now = fx.now;
+    let expires = now.plus(Duration::from_millis(p.lease_ms));
+    let tokens: Vec<i64> = (0..want).map(|_| LeaseToken::generate().0).collect();
+    let sql = format!(
+        "WITH picked AS (SELECT pick.seq AS picked_seq, row_number() OVER () AS i FROM \
+             (SELECT seq FROM jobs WHERE state = 'waiting' AND queue = $1 \
+              ORDER BY priority, run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS pick) \
+         UPDATE jobs SET state = 'active', lease_token = ($3::bigint[])[picked.i], lease_expires_at = $4, \
+             started_at = $5, worker_id = $6, attempts_made = attempts_made + 1, attempt_seq = attempt_seq + 1, \
+             cancel_requested = false \
+         FROM picked WHERE jobs.seq = picked.picked_seq RETURNING {JOB_COLS}, jobs.lease_token"
+    );
+    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(queue)
+        .bind(want as i64)
+        .bind(&tokens)
+        .bind(expires.0)
+        .bind(now.0)
+        .bind(&p.worker_id)
+        .fetch_all(&mut *conn)
+        .await
+        .db()?;
+    let mut activated = Vec::with_capacity(found.len());
+    for row in &found {
+        let (seq, job) = rows::job(row)?;
+        let token: i64 = row.try_get(rows::JOB_COLS_LEN).db()?;
+        activated.push((seq, job, LeaseToken(token)));
+    }
+    // `RETURNING` keeps no order.
+    activated.sort_unstable_by_key(|(seq, job, _)| (job.priority, job.run_at, *seq));
+    let mut claimed = Vec::with_capacity(activated.len());
+    for (_, job, lease_token) in activated {
+        fx.counts.moved(&job.queue, JobState::Waiting, JobState::Active);
+        fx.event(PendingEvent::job(EventKind::Active, &job.id, &job.queue, job.batch_id.as_deref(), now, Value::Null));
+        claimed.push(ClaimedJob { attempt: job.attempts_made, job, lease_token, lease_expires_at: expires });
+    }
+    Ok(claimed)
 }
 
 /// How many ready jobs held back by their key a claim steps over before it

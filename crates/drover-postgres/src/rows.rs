@@ -18,6 +18,10 @@ pub(crate) const JOB_COLS: &str = "jobs.seq, jobs.id, jobs.queue, jobs.name, job
      jobs.parent_id, jobs.batch_id, jobs.tags, jobs.created_at, jobs.run_at, jobs.started_at, jobs.finished_at, \
      jobs.worker_id, jobs.lease_expires_at, jobs.cancel_requested, jobs.expires_at, jobs.on_failure";
 
+/// How many columns [`JOB_COLS`] names (a query may select more after
+/// them).
+pub(crate) const JOB_COLS_LEN: usize = 30;
+
 /// Decodes a row selected with [`JOB_COLS`] into its `seq` and the job;
 /// `attempts` is left empty.
 pub(crate) fn job(row: &PgRow) -> StoreResult<(i64, Job)> {
@@ -99,4 +103,12 @@ pub(crate) fn opt_json<T: DeserializeOwned>(row: &PgRow, idx: usize) -> StoreRes
 /// or by a bug.
 fn bad(idx: usize, message: String) -> StoreError {
     StoreError::Backend(format!("column {idx} of a job row does not decode: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn job_cols_len_counts_job_cols() {
+        assert_eq!(super::JOB_COLS.split(',').count(), super::JOB_COLS_LEN);
+    }
 }
