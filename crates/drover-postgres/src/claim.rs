@@ -60,12 +60,17 @@ pub(crate) async fn job_next_due(store: &PgStore, queues: &[String]) -> StoreRes
 /// finds it busy steps over its jobs). Unlimited queues take no lock.
 pub(crate) async fn job_claim(store: &PgStore, p: JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
     let mut w = store.begin().await?;
-    let result = claim_in(&mut w.tx, &mut w.fx, &p).await;
+    let result = claim_in(&mut w.tx, &mut w.fx, &p, &*store.clock).await;
     store.commit(w, result).await
 }
 
 /// The claim's transaction body.
-async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams) -> StoreResult<Vec<ClaimedJob>> {
+async fn claim_in(
+    conn: &mut PgConnection,
+    fx: &mut Effects,
+    p: &JobClaimParams,
+    clock: &dyn drover_core::Clock,
+) -> StoreResult<Vec<ClaimedJob>> {
     let mut queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
     queues.sort_unstable();
     queues.dedup();
@@ -97,7 +102,7 @@ async fn claim_in(conn: &mut PgConnection, fx: &mut Effects, p: &JobClaimParams)
     if !claims {
         return Ok(Vec::new());
     }
-    pick_and_activate(conn, fx, p, settings).await
+    pick_and_activate(conn, fx, p, settings, clock).await
 }
 
 /// Whether delayed jobs are due and unstarted jobs have expired at `$1`
@@ -173,6 +178,7 @@ async fn pick_and_activate(
     fx: &mut Effects,
     p: &JobClaimParams,
     settings: Vec<PgRow>,
+    clock: &dyn drover_core::Clock,
 ) -> StoreResult<Vec<ClaimedJob>> {
     let now = fx.now;
     let max = p.max as usize;
@@ -201,7 +207,8 @@ async fn pick_and_activate(
         .iter()
         .filter_map(|q| q.config.as_ref().filter(|c| limits::queue_is_limited(Some(c))).map(|c| (q.name.as_str(), c)))
         .collect();
-    gate.lock_queues(conn, &limited).await?;
+    gate.lock_queues(conn, &limited, clock).await?;
+    fx.now = gate.now();
 
     // The common case, one queue and no flow control to apply: pick and
     // activate in one statement.

@@ -154,6 +154,11 @@ impl Gate {
     /// A gate with the key rules and whether keys must be looked at (a rule
     /// exists or a key is held now), both read by the claim with its
     /// queues' settings.
+    /// The instant the claim decides at (see [`Gate::lock_queues`]).
+    pub(crate) fn now(&self) -> Timestamp {
+        self.now
+    }
+
     pub(crate) fn new(now: Timestamp, rules: Vec<(String, KeyLimit)>, keyed: bool) -> Self {
         let keyed = keyed || !rules.is_empty();
         Gate { now, rules, keyed, keys: HashMap::new(), queues: BTreeMap::new() }
@@ -174,6 +179,7 @@ impl Gate {
         &mut self,
         conn: &mut PgConnection,
         queues: &[(&str, &QueueConfig)],
+        clock: &dyn drover_core::Clock,
     ) -> StoreResult<()> {
         if queues.is_empty() {
             return Ok(());
@@ -197,6 +203,13 @@ impl Gate {
         .fetch_all(&mut *conn)
         .await
         .db()?;
+        // The claim's instant is read again now that it holds the locks
+        // and has counted: every finish it counted out committed before
+        // this, so the `started_at` it records is never earlier than their
+        // `finished_at` (read when those transactions began). Without it,
+        // a claim that waited for the lock would date its starts before
+        // the finishes that made room for them.
+        self.now = self.now.max(clock.now());
         for row in &found {
             let name: String = row.try_get(0).db()?;
             let active: i64 = row.try_get(1).db()?;
