@@ -4,6 +4,7 @@
 //! `attempt_seq` (bumped by each claim, never handed back).
 
 use crate::PgStore;
+use crate::attempts::{self, Closed};
 use crate::error::SqlResultExt;
 use crate::flow::{self, EndedJob};
 use crate::fx::Effects;
@@ -183,26 +184,20 @@ async fn write_completions(
     .execute(&mut *conn)
     .await
     .db()?;
-    let later: Vec<&Completion<'_>> = plain.iter().filter(|c| c.attempt != 1).collect();
-    if !later.is_empty() {
-        let seqs: Vec<i64> = later.iter().map(|c| c.seq).collect();
-        let attempts: Vec<i32> = later.iter().map(|c| c.attempt).collect();
-        let started: Vec<i64> = later.iter().map(|c| c.started_at.unwrap_or(now.0)).collect();
-        let workers: Vec<Option<&str>> = later.iter().map(|c| c.worker_id.as_deref()).collect();
-        sqlx::query(
-            "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
-             SELECT s, a, st, $1, 'completed', NULL, w FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[]) \
-             AS u(s, a, st, w)",
-        )
-        .bind(now.0)
-        .bind(&seqs)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&workers)
-        .execute(&mut *conn)
-        .await
-        .db()?;
-    }
+    // A first attempt's completion lives in the job row (as SQLite).
+    let later: Vec<Closed<'_>> = plain
+        .iter()
+        .filter(|c| c.attempt != 1)
+        .map(|c| Closed {
+            seq: c.seq,
+            attempt: c.attempt,
+            started_at: c.started_at,
+            worker_id: c.worker_id.as_deref(),
+            outcome: AttemptOutcome::Completed,
+            error: None,
+        })
+        .collect();
+    attempts::append(conn, now, &later).await?;
     plain.clear();
     Ok(())
 }
@@ -564,19 +559,13 @@ async fn append_attempt(
     outcome: AttemptOutcome,
     error: Option<&JobError>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(job.seq)
-    .bind(job.attempt)
-    .bind(job.started_at.unwrap_or(now.0))
-    .bind(now.0)
-    .bind(outcome.as_str())
-    .bind(error.map(Json))
-    .bind(&job.worker_id)
-    .execute(&mut *conn)
-    .await
-    .db()?;
-    Ok(())
+    let closed = Closed {
+        seq: job.seq,
+        attempt: job.attempt,
+        started_at: job.started_at,
+        worker_id: job.worker_id.as_deref(),
+        outcome,
+        error,
+    };
+    attempts::append(conn, now, &[closed]).await
 }

@@ -18,6 +18,7 @@
 //! | `enqueue_in` | [`PgStore::job_insert_many_in`]: enqueue in the caller's transaction |
 //! | `claim` | claims: TTL expiry, promotion, `FOR UPDATE SKIP LOCKED` picks |
 //! | `limits` | caps and rate windows under advisory locks; rate-limit rules |
+//! | `attempts` | appending closed attempts to `job_attempts`, one statement |
 //! | `finish` | completions, failures, releases: lease fencing, `decide_failure` |
 //! | `flow` | flows and batches: the ending hook, parents, batch counters |
 //! | `lease` | heartbeats, progress, logs, custom events |
@@ -45,6 +46,7 @@
 //! ```
 
 mod admin;
+mod attempts;
 mod claim;
 mod counts;
 mod enqueue_in;

@@ -3,6 +3,7 @@
 //! other transaction holds (`SKIP LOCKED`).
 
 use crate::PgStore;
+use crate::attempts::{self, Closed};
 use crate::error::SqlResultExt;
 use crate::flow::EndedJob;
 use crate::fx::Effects;
@@ -120,8 +121,8 @@ struct Outcome {
     data: Value,
     /// The job's error if it fails (JSON text).
     job_error: String,
-    /// The `stalled` attempt's error (JSON text).
-    stall_error: String,
+    /// The `stalled` attempt's error.
+    stall_error: JobError,
 }
 
 /// Decides one job's rescue as SQLite does.
@@ -157,7 +158,7 @@ fn decide(job: &Stalled) -> StoreResult<Outcome> {
         kind,
         data,
         job_error: text(child_error.as_ref().unwrap_or(&stall_error))?,
-        stall_error: text(&stall_error)?,
+        stall_error,
     })
 }
 
@@ -192,22 +193,19 @@ async fn rescue_batch(
     .execute(&mut *conn)
     .await
     .db()?;
-    sqlx::query(
-        "INSERT INTO job_attempts (job_seq, attempt, started_at, finished_at, outcome, error, worker_id) \
-         SELECT a.seq, a.attempt, a.started_at, $5, $6, a.error::jsonb, a.worker \
-         FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::text[], $7::text[]) \
-             AS a(seq, attempt, started_at, error, worker)",
-    )
-    .bind(&seqs)
-    .bind(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.started_at.unwrap_or(now.0)).collect::<Vec<_>>())
-    .bind(outcomes.iter().map(|o| o.stall_error.as_str()).collect::<Vec<_>>())
-    .bind(now.0)
-    .bind(AttemptOutcome::Stalled.as_str())
-    .bind(jobs.iter().map(|j| j.worker_id.as_deref()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .db()?;
+    let closed: Vec<Closed<'_>> = jobs
+        .iter()
+        .zip(&outcomes)
+        .map(|(j, o)| Closed {
+            seq: j.seq,
+            attempt: j.attempt,
+            started_at: j.started_at,
+            worker_id: j.worker_id.as_deref(),
+            outcome: AttemptOutcome::Stalled,
+            error: Some(&o.stall_error),
+        })
+        .collect();
+    attempts::append(conn, now, &closed).await?;
     for (job, o) in jobs.iter().zip(outcomes) {
         fx.counts.moved(&job.queue, JobState::Active, o.state);
         fx.left_active(&job.queue, job.rate_limit_key.as_deref());
