@@ -124,6 +124,49 @@ impl StartWindow {
     }
 }
 
+/// How many more jobs a queue or key may start now, as a claim's flow
+/// control sees it (see [`room`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// Starts left; `None` when nothing limits the scope.
+    pub left: Option<u32>,
+    /// A concurrency cap binds at least as tightly as any hold (the rate
+    /// window is not weighed): a finish there must wake fetchers.
+    pub capped: bool,
+    /// Starts left the rate window when it was pruned: the stored window
+    /// must be rewritten even if nothing starts.
+    pub pruned: bool,
+}
+
+/// The room of a scope with concurrency cap `cap` (and `active` jobs), rate
+/// limit `rate` over the starts in `window` (pruned here), and a hold
+/// (`held`: a handler's rate-limit deferral, which allows nothing).
+pub fn room(
+    cap: Option<u32>,
+    active: u64,
+    rate: Option<&RateLimit>,
+    held: bool,
+    window: &mut StartWindow,
+    now: Timestamp,
+) -> Room {
+    let mut left: Option<u32> = held.then_some(0);
+    let mut capped = false;
+    if let Some(cap) = cap {
+        let free = u32::try_from(u64::from(cap).saturating_sub(active)).unwrap_or(u32::MAX);
+        capped = free == 0 || left.is_none_or(|l| free <= l);
+        left = Some(left.map_or(free, |l| l.min(free)));
+    }
+    let mut pruned = false;
+    if let Some(limit) = rate {
+        let before = window.0.len();
+        window.prune(limit, now);
+        pruned = window.0.len() != before;
+        let room = window.remaining(limit);
+        left = Some(left.map_or(room, |l| l.min(room)));
+    }
+    Room { left, capped, pruned }
+}
+
 /// Until when a queue or key starts nothing: its hold (`held_until`, set
 /// by a handler's rate-limit deferral) or its rate limit used up by the
 /// starts in `window`. `None` when a job could start at `now`.
@@ -152,6 +195,27 @@ mod tests {
 
     fn limit(max: u32, per_ms: u64) -> RateLimit {
         RateLimit { max, per_ms }
+    }
+
+    #[test]
+    fn room_takes_the_tightest_of_hold_cap_and_window() {
+        let now = Timestamp(10_000);
+        let mut empty = StartWindow::default();
+        assert_eq!(room(None, 0, None, false, &mut empty, now), Room { left: None, capped: false, pruned: false });
+        let held = room(Some(5), 0, None, true, &mut empty, now);
+        assert_eq!(held.left, Some(0));
+        assert!(!held.capped, "the hold, not the cap, stops it");
+        let capped = room(Some(3), 1, Some(&limit(10, 1_000)), false, &mut empty, now);
+        assert_eq!((capped.left, capped.capped), (Some(2), true));
+        // One start left the window, two remain of a limit of 3.
+        let mut window = StartWindow(vec![(8_000, 1), (9_500, 2)]);
+        let rated = room(Some(10), 0, Some(&limit(3, 1_000)), false, &mut window, now);
+        assert_eq!(
+            rated,
+            Room { left: Some(1), capped: true, pruned: true },
+            "a cap counts as binding beside a window"
+        );
+        assert_eq!(window.0, vec![(9_500, 2)]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::PgStore;
 use crate::error::SqlResultExt;
 use crate::fx::Effects;
 use crate::rows;
+use drover_core::limit::{Room, room};
 use drover_core::limit::{rule_for, validate_key_pattern};
 use drover_core::{KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
 use drover_store::{PendingEvent, RateLimitRule, RateLimitState, StoreError, StoreResult};
@@ -90,23 +91,11 @@ impl Allowance {
     /// Combines a concurrency cap (with `active` jobs now), a rate limit and
     /// the scope's throttle row.
     fn new(cap: Option<u32>, active: u64, rate: Option<RateLimit>, mut throttle: Throttle, now: Timestamp) -> Self {
-        let mut left: Option<u32> = None;
-        let mut pruned = false;
-        if throttle.held(now) {
-            left = Some(0);
-        }
-        if let Some(cap) = cap {
-            let free = u32::try_from(u64::from(cap).saturating_sub(active)).unwrap_or(u32::MAX);
-            left = Some(left.map_or(free, |l| l.min(free)));
-        }
-        let window = rate.map(|limit| {
-            let before = throttle.starts.0.len();
-            throttle.starts.prune(&limit, now);
-            pruned = throttle.starts.0.len() != before;
-            let room = throttle.starts.remaining(&limit);
-            left = Some(left.map_or(room, |l| l.min(room)));
-            (limit, throttle)
-        });
+        let held = throttle.held(now);
+        // `capped` matters to SQLite's wake flag only: across servers every
+        // freed slot under a cap wakes (`wake_if_capped`).
+        let Room { left, pruned, .. } = room(cap, active, rate.as_ref(), held, &mut throttle.starts, now);
+        let window = rate.map(|limit| (limit, throttle));
         Allowance { left, window, taken: 0, pruned }
     }
 

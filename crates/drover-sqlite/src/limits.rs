@@ -12,6 +12,7 @@ use crate::error::SqlResultExt;
 use crate::rows;
 use crate::writer::Ctx;
 use drover_core::limit::rule_for;
+use drover_core::limit::{Room, room};
 use drover_core::{KeyLimit, QueueConfig, RateLimit, StartWindow, Timestamp};
 use drover_store::{PendingEvent, RateLimitRule, RateLimitState, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -125,25 +126,9 @@ impl Allowance {
     /// Combines a concurrency cap (with `active` jobs now), a rate limit and
     /// the scope's throttle row.
     fn new(cap: Option<u32>, active: u64, rate: Option<RateLimit>, mut throttle: Throttle, now: Timestamp) -> Self {
-        let mut left: Option<u32> = None;
-        let mut capped = false;
-        let mut pruned = false;
-        if throttle.held(now) {
-            left = Some(0);
-        }
-        if let Some(cap) = cap {
-            let free = u64::from(cap).saturating_sub(active) as u32;
-            capped = free == 0 || left.is_none_or(|l| free <= l);
-            left = Some(left.map_or(free, |l| l.min(free)));
-        }
-        let window = rate.map(|limit| {
-            let before = throttle.starts.0.len();
-            throttle.starts.prune(&limit, now);
-            pruned = throttle.starts.0.len() != before;
-            let room = throttle.starts.remaining(&limit);
-            left = Some(left.map_or(room, |l| l.min(room)));
-            (limit, throttle)
-        });
+        let held = throttle.held(now);
+        let Room { left, capped, pruned } = room(cap, active, rate.as_ref(), held, &mut throttle.starts, now);
+        let window = rate.map(|limit| (limit, throttle));
         Self { left, window, taken: 0, capped, pruned }
     }
 
