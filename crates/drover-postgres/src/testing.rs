@@ -142,6 +142,17 @@ impl TestDb {
         conn
     }
 
+    /// `n` stores on this test's schema, as `n` servers would be, all
+    /// reading one [`drover_core::ManualClock`] set to `start`.
+    pub async fn servers(&self, n: usize, start: drover_core::Timestamp) -> (Vec<PgStore>, drover_core::ManualClock) {
+        let clock = drover_core::ManualClock::new(start);
+        let mut stores = Vec::with_capacity(n);
+        for _ in 0..n {
+            stores.push(self.connect().await.with_clock(std::sync::Arc::new(clock.clone())));
+        }
+        (stores, clock)
+    }
+
     /// The per-queue counts as stored (`queue_counts` plus the deltas not
     /// folded in yet), by `(queue, state)`, zero counts left out: what a
     /// test compares with a `GROUP BY` of the jobs.

@@ -7,29 +7,17 @@
 //! skip.
 
 use drover_core::{
-    BatchSpec, Event, EventKind, FailureReport, FlowSpec, JobError, JobId, JobSpec, JobState, ManualClock, Timestamp,
+    BatchSpec, Event, EventKind, FailureReport, FlowSpec, JobError, JobId, JobSpec, JobState, Timestamp,
 };
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
 use drover_store::{ClaimedJob, FinishOutcome, JobClaimParams, JobFinish, Store};
 use serde_json::json;
 use sqlx::Connection;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 const START: Timestamp = Timestamp(1_700_000_000_000);
-
-/// `n` stores on the test's schema, each with its own pool, sharing one
-/// clock: `n` servers.
-async fn servers(db: &TestDb, n: usize) -> (Vec<PgStore>, ManualClock) {
-    let clock = ManualClock::new(START);
-    let mut stores = Vec::with_capacity(n);
-    for _ in 0..n {
-        stores.push(db.connect().await.with_clock(Arc::new(clock.clone())));
-    }
-    (stores, clock)
-}
 
 /// The count of `queue`'s jobs in `state`, as the stored counts say
 /// (`queue_counts` plus the deltas of transactional enqueues).
@@ -126,7 +114,7 @@ fn count_of(events: &[Event], kind: EventKind, id: &JobId) -> usize {
 #[tokio::test]
 async fn children_finished_on_two_servers_release_their_parent_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let mut rx = listening(&stores).await;
     let rounds = 4;
     let (mut parents, mut kids) = (Vec::new(), Vec::new());
@@ -163,7 +151,7 @@ async fn children_finished_on_two_servers_release_their_parent_once() {
 #[tokio::test]
 async fn children_failed_on_two_servers_fail_their_parent_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let mut rx = listening(&stores).await;
     let mut middle = FlowSpec::new(JobSpec::new("parents", "mid"));
     for _ in 0..12 {
@@ -194,7 +182,7 @@ async fn children_failed_on_two_servers_fail_their_parent_once() {
 #[tokio::test]
 async fn a_batch_finished_on_two_servers_completes_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let mut rx = listening(&stores).await;
     let rounds = 4;
     let mut batches = Vec::new();
@@ -238,7 +226,7 @@ async fn a_batch_finished_on_two_servers_completes_once() {
 #[tokio::test]
 async fn a_parent_and_its_child_finished_together_beside_a_sibling() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     for round in 0..8 {
         let parent_id = JobId::parse(format!("parent-{round}")).unwrap();
         stores[0].job_insert_many(vec![JobSpec::new("parents", "p").id(parent_id.clone())]).await.unwrap();
@@ -287,7 +275,7 @@ async fn a_parent_and_its_child_finished_together_beside_a_sibling() {
 #[tokio::test]
 async fn children_expiring_on_two_servers_fail_their_parent_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 2).await;
+    let (stores, clock) = db.servers(2, START).await;
     let mut rx = listening(&stores).await;
     let deadline = START.plus_ms(1_000);
     let kids: Vec<JobSpec> = (0..10).map(|_| JobSpec::new("kids", "k").expires_at(deadline)).collect();

@@ -4,7 +4,7 @@
 //! Each test has its own schema (`drover_postgres::testing`); without
 //! `DROVER_TEST_POSTGRES_URL` they skip.
 
-use drover_core::{EventKind, JobId, JobSpec, JobState, LeaseToken, LogLevel, ManualClock, Progress, Timestamp};
+use drover_core::{EventKind, JobId, JobSpec, JobState, LeaseToken, LogLevel, Progress, Timestamp};
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
 use drover_store::{
@@ -17,17 +17,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 const START: Timestamp = Timestamp(1_700_000_000_000);
-
-/// `n` stores on the test's schema, each with its own pool, sharing one
-/// clock: `n` servers.
-async fn servers(db: &TestDb, n: usize) -> (Vec<PgStore>, ManualClock) {
-    let clock = ManualClock::new(START);
-    let mut stores = Vec::with_capacity(n);
-    for _ in 0..n {
-        stores.push(db.connect().await.with_clock(Arc::new(clock.clone())));
-    }
-    (stores, clock)
-}
 
 async fn claim(store: &PgStore, max: u32, lease_ms: u64) -> Vec<ClaimedJob> {
     let params = JobClaimParams { queues: vec!["q".into()], worker_id: "w".into(), max, lease_ms };
@@ -58,7 +47,7 @@ async fn counts(db: &TestDb) -> BTreeMap<String, i64> {
 #[tokio::test]
 async fn parallel_rescues_take_each_job_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 4).await;
+    let (stores, clock) = db.servers(4, START).await;
     let n = 300;
     let specs: Vec<JobSpec> = (0..n).map(|i| JobSpec::new("q", format!("j{i}"))).collect();
     stores[0].job_insert_many(specs).await.unwrap();
@@ -105,7 +94,7 @@ async fn parallel_rescues_take_each_job_once() {
 #[tokio::test]
 async fn heartbeat_batch_with_mixed_tokens() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 2).await;
+    let (stores, clock) = db.servers(2, START).await;
     let store = &stores[0];
     let specs: Vec<JobSpec> = (0..5).map(|i| JobSpec::new("q", format!("j{i}"))).collect();
     store.job_insert_many(specs).await.unwrap();
@@ -148,7 +137,7 @@ async fn heartbeat_batch_with_mixed_tokens() {
 #[tokio::test]
 async fn rescue_and_cancel_across_servers() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 3).await;
+    let (stores, clock) = db.servers(3, START).await;
     let job = stores[0].job_insert_many(vec![JobSpec::new("q", "slow")]).await.unwrap().pop().unwrap().job;
     let old = claim(&stores[0], 1, 1_000).await.pop().unwrap();
     clock.set(START.plus_ms(1_001));
@@ -175,7 +164,7 @@ async fn rescue_and_cancel_across_servers() {
 #[tokio::test]
 async fn parallel_log_appends_number_lines_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let job = stores[0].job_insert_many(vec![JobSpec::new("q", "chatty")]).await.unwrap().pop().unwrap().job;
     let c = claim(&stores[0], 1, 60_000).await.pop().unwrap();
     let per_task = 20;
@@ -216,7 +205,7 @@ async fn parallel_log_appends_number_lines_once() {
 #[tokio::test]
 async fn nul_characters_are_invalid() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 1).await;
+    let (stores, _clock) = db.servers(1, START).await;
     let store = &stores[0];
     let job = store.job_insert_many(vec![JobSpec::new("q", "nul")]).await.unwrap().pop().unwrap().job;
     let c = claim(store, 1, 60_000).await.pop().unwrap();
@@ -261,7 +250,7 @@ async fn next_for(rx: &mut tokio::sync::broadcast::Receiver<drover_core::Event>,
 #[tokio::test]
 async fn lease_events_reach_other_servers() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 2).await;
+    let (stores, clock) = db.servers(2, START).await;
     let mut remote = stores[1].events();
     let dead = stores[0].job_insert_many(vec![JobSpec::new("q", "dead").max_stalls(0)]).await.unwrap();
     let dead = dead[0].job.id.clone();
@@ -300,7 +289,7 @@ async fn lease_events_reach_other_servers() {
 #[tokio::test]
 async fn crossing_heartbeat_batches_do_not_deadlock() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let specs: Vec<JobSpec> = (0..40).map(|i| JobSpec::new("q", format!("j{i}"))).collect();
     stores[0].job_insert_many(specs).await.unwrap();
     let claimed = Arc::new(claim(&stores[0], 40, 60_000).await);

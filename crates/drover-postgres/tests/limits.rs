@@ -12,7 +12,7 @@
 //! are checked on the `started_at` the store recorded, with a manual clock
 //! that only moves between rounds of claims.
 
-use drover_core::{Clock, JobId, JobSpec, KeyLimit, ManualClock, QueueConfig, RateLimit, Timestamp};
+use drover_core::{Clock, JobId, JobSpec, KeyLimit, QueueConfig, RateLimit, Timestamp};
 use drover_postgres::PgStore;
 use drover_postgres::testing::TestDb;
 use drover_store::{ClaimedJob, FinishOutcome, JobClaimParams, JobFinish, Store};
@@ -28,17 +28,6 @@ const START: Timestamp = Timestamp(1_700_000_000_000);
 
 /// How long a test waits for something that should happen at once.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// `n` stores on the test's schema, each with its own pool, sharing one
-/// clock: `n` servers.
-async fn servers(db: &TestDb, n: usize) -> (Vec<PgStore>, ManualClock) {
-    let clock = ManualClock::new(START);
-    let mut stores = Vec::with_capacity(n);
-    for _ in 0..n {
-        stores.push(db.connect().await.with_clock(Arc::new(clock.clone())));
-    }
-    (stores, clock)
-}
 
 fn params(queue: &str, worker: String, max: u32) -> JobClaimParams {
     JobClaimParams { queues: vec![queue.to_owned()], worker_id: worker, max, lease_ms: 3_600_000 }
@@ -64,7 +53,7 @@ async fn complete(store: &PgStore, claimed: &[ClaimedJob]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_cap_holds_across_servers() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let config = QueueConfig { concurrency: Some(2), ..QueueConfig::default() };
     stores[0].queue_config_set("q", config).await.unwrap();
     let total = 60;
@@ -123,7 +112,7 @@ async fn queue_cap_holds_across_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_rate_limit_holds_across_servers() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 2).await;
+    let (stores, clock) = db.servers(2, START).await;
     let limit = KeyLimit { concurrency: None, rate_limit: Some(RateLimit { max: 3, per_ms: 1_000 }) };
     stores[0].rate_limit_set("tenant:*", limit).await.unwrap();
     let mut specs = Vec::new();
@@ -187,7 +176,7 @@ async fn key_rate_limit_holds_across_servers() {
 #[tokio::test]
 async fn busy_key_is_stepped_over() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 1).await;
+    let (stores, _clock) = db.servers(1, START).await;
     let store = &stores[0];
     store.rate_limit_set("places", KeyLimit { concurrency: Some(1), rate_limit: None }).await.unwrap();
     let mut specs: Vec<JobSpec> = (0..2).map(|_| JobSpec::new("q", "place").rate_limit_key("places")).collect();
@@ -218,7 +207,7 @@ async fn busy_key_is_stepped_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_queue_claims_take_turns() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     let config = QueueConfig { concurrency: Some(1), ..QueueConfig::default() };
     stores[0].queue_config_set("capped", config).await.unwrap();
     stores[0]
@@ -266,7 +255,7 @@ async fn limited_queue_claims_take_turns() {
 #[tokio::test]
 async fn cap_release_wakes_other_servers() {
     let Some(db) = TestDb::new().await else { return };
-    let (mut stores, clock) = servers(&db, 1).await;
+    let (mut stores, clock) = db.servers(1, START).await;
     let a = stores.remove(0);
     let config = QueueConfig { concurrency: Some(1), ..QueueConfig::default() };
     a.queue_config_set("q", config).await.unwrap();
@@ -295,7 +284,7 @@ async fn cap_release_wakes_other_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limited_queues_in_any_order_never_deadlock() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 2).await;
+    let (stores, _clock) = db.servers(2, START).await;
     for (queue, cap) in [("a", 2), ("b", 3)] {
         let config = QueueConfig { concurrency: Some(cap), ..QueueConfig::default() };
         stores[0].queue_config_set(queue, config).await.unwrap();

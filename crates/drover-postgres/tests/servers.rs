@@ -4,28 +4,15 @@
 //! alone. Each test has its own schema (`drover_postgres::testing`);
 //! without `DROVER_TEST_POSTGRES_URL` they skip.
 
-use drover_core::{JobSpec, ManualClock, ScheduleSpec, Timestamp};
-use drover_postgres::PgStore;
+use drover_core::{JobSpec, ScheduleSpec, Timestamp};
 use drover_postgres::testing::TestDb;
 use drover_store::{FinishOutcome, JobClaimParams, JobFinish, Store};
 use serde_json::json;
 use sqlx::Connection;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 const START: Timestamp = Timestamp(1_700_000_000_000);
 const DAY_MS: i64 = 86_400_000;
-
-/// `n` stores on the test's schema, each with its own pool, sharing one
-/// clock: `n` servers.
-async fn servers(db: &TestDb, n: usize) -> (Vec<PgStore>, ManualClock) {
-    let clock = ManualClock::new(START);
-    let mut stores = Vec::with_capacity(n);
-    for _ in 0..n {
-        stores.push(db.connect().await.with_clock(Arc::new(clock.clone())));
-    }
-    (stores, clock)
-}
 
 /// Runs one SQL statement on a plain connection.
 async fn execute(db: &TestDb, sql: &str) {
@@ -47,7 +34,7 @@ async fn scalar(db: &TestDb, sql: &str) -> i64 {
 #[tokio::test]
 async fn servers_firing_at_once_insert_each_tick_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 3).await;
+    let (stores, clock) = db.servers(3, START).await;
     let schedules = 12;
     for i in 0..schedules {
         let spec = ScheduleSpec::every_ms(format!("s{i:02}"), 1_000, JobSpec::new("q", "tick"));
@@ -85,7 +72,7 @@ async fn servers_firing_at_once_insert_each_tick_once() {
 #[tokio::test]
 async fn refused_job_rolls_back_alone() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 1).await;
+    let (stores, clock) = db.servers(1, START).await;
     let store = &stores[0];
     execute(&db, "ALTER TABLE jobs ADD CONSTRAINT test_refuses CHECK (queue <> 'refused')").await;
     for (id, queue) in [("a-good", "q"), ("b-bad", "refused"), ("c-good", "q")] {
@@ -116,7 +103,7 @@ async fn refused_job_rolls_back_alone() {
 #[tokio::test]
 async fn servers_sweeping_at_once_remove_each_job_once() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, clock) = servers(&db, 2).await;
+    let (stores, clock) = db.servers(2, START).await;
     let jobs = 60;
     stores[0].job_insert_many((0..jobs).map(|i| JobSpec::new("q", format!("j{i}"))).collect()).await.unwrap();
     let claimed = stores[0]
@@ -165,7 +152,7 @@ async fn servers_sweeping_at_once_remove_each_job_once() {
 #[tokio::test]
 async fn list_filters_by_batch_and_parent() {
     let Some(db) = TestDb::new().await else { return };
-    let (stores, _clock) = servers(&db, 1).await;
+    let (stores, _clock) = db.servers(1, START).await;
     let store = &stores[0];
     let specs = ["p", "c1", "c2", "other"].map(|id| JobSpec::new("q", "n").id(drover_core::JobId::parse(id).unwrap()));
     store.job_insert_many(specs.to_vec()).await.unwrap();
